@@ -1,0 +1,327 @@
+"""GPT-2 written from scratch, as a native transformers model.
+
+Read top to bottom: attention, MLP, block, then the model. Parameter names are
+GPT-2's own (transformer.wte, transformer.h.0.attn.c_attn, lm_head, ...) so
+OpenAI's weights map by name; only the four Conv1D weights of the original are
+stored transposed (see convert.py).
+
+Shapes: B batch, T new tokens, S = past + T keys, C = n_embd, H heads, D = C // H.
+
+This file is copied next to saved weights for `trust_remote_code` loading, so it
+imports only torch, transformers and its sibling config module (relatively).
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from .configuration_gpt import GPTConfig
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.layer_idx = layer_idx  # which slot of the KV cache is ours
+        self.dropout = config.dropout
+        # q, k, v for all heads in one matmul
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj.is_residual_proj = True  # gets the depth-scaled init
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, attn_mask=None, is_causal=True, cache=None):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if cache is not None:
+            # append this step's keys/values; get back all S of them
+            k, v = cache.update(k, v, self.layer_idx)  # (B, H, S, D)
+        y = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2 was trained with the tanh approximation
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj.is_residual_proj = True
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attn_mask=None, is_causal=True, cache=None):
+        x = x + self.attn(self.ln_1(x), attn_mask=attn_mask, is_causal=is_causal, cache=cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPTPreTrainedModel(PreTrainedModel):
+    config_class = GPTConfig
+    config: GPTConfig
+    base_model_prefix = "transformer"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["Block"]
+    _supports_sdpa = True
+    _can_compile_fullgraph = False
+
+    def _init_weights(self, module):
+        # transformers.initialization helpers skip tensors already loaded from a
+        # checkpoint, so a partial checkpoint never has its weights overwritten.
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            if getattr(module, "is_residual_proj", False):
+                # GPT-2: scale residual projections by 1/sqrt(number of residual layers)
+                std = std / math.sqrt(2 * self.config.n_layer)
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+
+class GPTModel(GPTPreTrainedModel):
+    """The transformer body: embeddings, blocks and final LayerNorm; returns hidden states."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned absolute positions
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.wte
+
+    def set_input_embeddings(self, new_embeddings):
+        self.wte = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        cache=None,
+        attention_mask=None,
+        position_ids=None,
+        inputs_embeds=None,
+        use_cache=None,
+        output_hidden_states=None,
+        return_dict=None,
+        past_key_values=None,  # the pre-5.x name of `cache`, still accepted
+        **kwargs,
+    ):
+        if cache is None:
+            cache = past_key_values
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            self._check_token_ids(input_ids)
+            B, T = input_ids.shape
+        else:
+            B, T = inputs_embeds.shape[:2]
+        device = input_ids.device if input_ids is not None else inputs_embeds.device
+
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if cache is not None and not isinstance(cache, Cache):
+            raise TypeError(
+                f"cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}; "
+                "tuple caches are no longer supported"
+            )
+        past = cache.get_seq_length() if cache is not None else 0
+        S = past + T
+        if S > self.config.block_size:
+            raise ValueError(
+                f"sequence length {S} (past {past} + new {T}) exceeds block_size {self.config.block_size}; "
+                f"crop the input to its last {self.config.block_size} tokens or generate fewer tokens"
+            )
+
+        if attention_mask is not None:
+            if attention_mask.ndim != 2 or attention_mask.shape != (B, S):
+                raise ValueError(
+                    f"attention_mask must have shape (batch, past + new) = ({B}, {S}), "
+                    f"got {tuple(attention_mask.shape)}"
+                )
+            attention_mask = attention_mask.bool()
+            if attention_mask.all():
+                attention_mask = None  # no padding: the fast paths below apply
+
+        if position_ids is None:
+            if attention_mask is not None:
+                # left padding: a sequence's first real token is at position 0
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
+            else:
+                position_ids = torch.arange(past, S, device=device).unsqueeze(0)  # (1, T)
+
+        # SDPA's own causal mask is aligned top-left, which is only right when
+        # queries and keys are the same positions (no cache) and nothing is padded.
+        attn_mask, is_causal = None, False
+        if attention_mask is None and past == 0:
+            is_causal = T > 1
+        elif attention_mask is not None or T > 1:
+            q_pos = torch.arange(past, S, device=device).view(T, 1)
+            k_pos = torch.arange(S, device=device).view(1, S)
+            attn_mask = (k_pos <= q_pos).view(1, 1, T, S)  # causal, aligned bottom-right
+            if attention_mask is not None:
+                attn_mask = attn_mask & attention_mask.view(B, 1, 1, S)  # and not padding
+        # else: one new token, no padding: it may see every key, no mask needed
+
+        if inputs_embeds is None:
+            inputs_embeds = self.wte(input_ids)  # (B, T, C)
+        x = self.drop(inputs_embeds + self.wpe(position_ids))
+        all_hidden = [] if output_hidden_states else None
+        for block in self.h:
+            if all_hidden is not None:
+                all_hidden.append(x)
+            x = block(x, attn_mask=attn_mask, is_causal=is_causal, cache=cache)
+        x = self.ln_f(x)
+        if all_hidden is not None:
+            all_hidden.append(x)
+
+        out = BaseModelOutputWithPast(
+            last_hidden_state=x,
+            cache=cache if use_cache else None,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+        )
+        return out if return_dict is not False else out.to_tuple()
+
+    def _check_token_ids(self, input_ids):
+        if torch.compiler.is_compiling():
+            return  # a data-dependent check would break the graph
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            bad = input_ids[(input_ids < 0) | (input_ids >= self.config.vocab_size)]
+            raise ValueError(
+                f"token id {bad[0].item()} is outside the vocabulary [0, {self.config.vocab_size}); "
+                "check the tokenizer matches this model"
+            )
+
+
+class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
+    """GPT-2 with its language-model head (tied to the token embeddings)."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.transformer = GPTModel(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.transformer.wte
+
+    def set_input_embeddings(self, new_embeddings):
+        self.transformer.wte = new_embeddings
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        cache=None,
+        attention_mask=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        use_cache=None,
+        logits_to_keep=0,
+        output_hidden_states=None,
+        return_dict=None,
+        past_key_values=None,
+        **kwargs,
+    ):
+        """`labels` are the input ids themselves (shifted inside); -100 marks positions to ignore.
+
+        `logits_to_keep=n` computes logits for the last n positions only (generate
+        asks for 1: the vocabulary projection is the largest matmul of a step).
+        """
+        out = self.transformer(
+            input_ids,
+            cache=cache if cache is not None else past_key_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        x = out.last_hidden_state
+        if isinstance(logits_to_keep, int):
+            if logits_to_keep > 0:
+                x = x[:, -logits_to_keep:]
+        else:
+            x = x[:, logits_to_keep]
+        logits = self.lm_head(x)  # (B, T', vocab)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+
+        result = CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+    def generate(self, inputs=None, generation_config=None, **kwargs):
+        """transformers' generate(), refusing up front to run past block_size.
+
+        Policy: absolute positions only go up to block_size, so a request whose
+        prompt + new tokens would not fit raises ValueError before any work
+        (nanoGPT's sliding crop would silently recompute the whole window).
+        """
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if prompt is not None and torch.is_tensor(prompt) and prompt.ndim == 2:
+            n_prompt = prompt.shape[1]
+            gc = generation_config if generation_config is not None else self.generation_config
+            max_new = kwargs.get("max_new_tokens", gc.max_new_tokens)
+            if max_new is not None and "max_length" not in kwargs:
+                total = n_prompt + max_new
+            else:
+                total = kwargs.get("max_length", gc.max_length)
+            if total is not None and total > self.config.block_size:
+                raise ValueError(
+                    f"prompt ({n_prompt} tokens) + new tokens = {total} exceeds this model's block_size "
+                    f"{self.config.block_size}; ask for at most {max(self.config.block_size - n_prompt, 0)} "
+                    "new tokens or shorten the prompt"
+                )
+        return super().generate(inputs, generation_config=generation_config, **kwargs)

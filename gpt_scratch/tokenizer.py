@@ -43,3 +43,111 @@ def load_tiktoken() -> tiktoken.Encoding:
         special_tokens={EOT_TOKEN: EOT_ID},
         explicit_n_vocab=VOCAB_SIZE,
     )
+
+
+def _byte_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable-character table.
+
+    HF's byte-level BPE stores tokens as strings, so every byte needs a visible,
+    non-whitespace stand-in. Bytes that are already printable Latin-1 characters
+    stand for themselves; the remaining 68 (controls, space, 0x7F-0xA0, 0xAD) are
+    given code points 256, 257, ... in byte order. The result must match the
+    ``pre_tokenizers.ByteLevel`` alphabet exactly, which is why the order matters.
+    """
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    table = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _recover_pair(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
+    """The (left, right) merge that produced ``token``.
+
+    tiktoken ships ranks only, but a BPE merge list is implied by them: running
+    BPE on the token's own bytes while allowing only merges ranked below the
+    token stops exactly one merge short of it, leaving the two halves.
+    """
+    limit = ranks[token]
+    parts = [token[i : i + 1] for i in range(len(token))]
+    while len(parts) > 2:
+        best_rank, best_i = limit, -1
+        for i in range(len(parts) - 1):
+            r = ranks.get(parts[i] + parts[i + 1])
+            if r is not None and r < best_rank:
+                best_rank, best_i = r, i
+        if best_i < 0:
+            break
+        parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
+    if len(parts) != 2:
+        raise RuntimeError(f"cannot derive a BPE merge for token rank {limit}: {token!r}")
+    return parts[0], parts[1]
+
+
+@lru_cache(maxsize=None)
+def _vocab_and_merges() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
+    """GPT-2's vocab and merges, in HF's byte-level string form, from the shipped ranks.
+
+    Cached because the merge replay is the slow part (~a second) and every
+    ``load_tokenizer`` call needs the same result. Tuples keep the cache immutable.
+    """
+    # Read the (sha-checked) file directly rather than poke at tiktoken's private attributes.
+    ranks = load_tiktoken_bpe(_checked_ranks_path())
+    b2u = _byte_to_unicode()
+
+    def to_str(b: bytes) -> str:
+        return "".join(b2u[x] for x in b)
+
+    vocab = [(to_str(tok), rank) for tok, rank in ranks.items()]
+    vocab.append((EOT_TOKEN, EOT_ID))
+    # HF ranks merges by list position, so order them by the rank of the token they make.
+    merges = [
+        (to_str(left), to_str(right))
+        for tok, _ in sorted(ranks.items(), key=lambda kv: kv[1])
+        if len(tok) > 1
+        for left, right in [_recover_pair(tok, ranks)]
+    ]
+    return tuple(vocab), tuple(merges)
+
+
+def load_tokenizer(model_max_length: int = 1024):
+    """A transformers fast GPT-2 tokenizer built offline; ids match ``load_tiktoken()``.
+
+    ``<|endoftext|>`` (50256) doubles as bos/eos/unk/pad, as in GPT-2; nothing is
+    added to encoded text automatically. Padding is on the left so a batch of
+    prompts ends at the same position, which is what generation needs.
+    """
+    from transformers import GPT2Tokenizer  # tokenizers-backed (fast) class in transformers 5
+
+    vocab, merges = _vocab_and_merges()
+    return GPT2Tokenizer(
+        vocab=dict(vocab),
+        merges=list(merges),
+        unk_token=EOT_TOKEN,
+        bos_token=EOT_TOKEN,
+        eos_token=EOT_TOKEN,
+        pad_token=EOT_TOKEN,
+        add_prefix_space=False,
+        add_bos_token=False,
+        add_eos_token=False,
+        padding_side="left",
+        model_max_length=model_max_length,
+        # Tidying spaces before punctuation on decode would break round trips.
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def save_tokenizer(out_dir: str | os.PathLike, model_max_length: int = 1024) -> tuple[str, ...]:
+    """Write tokenizer.json + tokenizer_config.json so ``AutoTokenizer.from_pretrained(out_dir)`` works offline."""
+    files = load_tokenizer(model_max_length).save_pretrained(out_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if not os.path.isfile(os.path.join(out_dir, name)):
+            raise RuntimeError(f"save_pretrained did not write {name} into {out_dir}")
+    return files

@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from .configuration_gpt import GPTConfig
 from .modeling_gpt import GPTForCausalLM, GPTModel
-from .tokenizer import load_tiktoken
+from .tokenizer import load_tiktoken, load_tokenizer, save_tokenizer
 
 # In-process lookup by model_type (no trust_remote_code needed once gpt_scratch is imported).
 AutoConfig.register(GPTConfig.model_type, GPTConfig, exist_ok=True)
@@ -19,6 +19,10 @@ GPTConfig.register_for_auto_class()
 GPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 from .convert import from_hf_gpt2, to_hf_gpt2  # noqa: E402
+from .export import save_model_folder  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["GPTConfig", "GPTModel", "GPTForCausalLM", "from_hf_gpt2", "to_hf_gpt2", "load_tiktoken"]
+__all__ = [
+    "GPTConfig", "GPTModel", "GPTForCausalLM", "from_hf_gpt2", "to_hf_gpt2",
+    "load_tiktoken", "load_tokenizer", "save_tokenizer", "save_model_folder",
+]

@@ -100,3 +100,38 @@ def to_hf_gpt2(model: GPTForCausalLM) -> GPT2LMHeadModel:
     hf.load_state_dict(sd, strict=True)
     hf.tie_weights()
     return hf.to(next(model.parameters()).dtype).train(model.training)
+
+
+def main(argv=None):
+    """Command line: convert a GPT-2 folder between transformers' format and gpt_scratch's."""
+    import argparse
+
+    from .export import save_model_folder
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from-hf", metavar="DIR", help="a transformers GPT-2 folder (GPT2LMHeadModel) to import")
+    src.add_argument("--to-hf", metavar="DIR", help="a gpt_scratch folder to export as stock GPT-2")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (must not hold a model already)")
+    args = p.parse_args(argv)
+
+    in_dir = args.from_hf or args.to_hf
+    if not os.path.isfile(os.path.join(in_dir, "config.json")):
+        p.error(f"{in_dir} holds no config.json: pass a folder written by save_pretrained")
+    if os.path.exists(os.path.join(args.out, "config.json")):
+        p.error(f"{args.out} already holds a model; choose an empty --out folder so nothing is overwritten")
+    if args.from_hf:
+        model = from_hf_gpt2(in_dir)
+        save_model_folder(model, args.out)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(in_dir)
+        if not isinstance(model, GPTForCausalLM):
+            p.error(f"{in_dir} is a {type(model).__name__}, not a gpt_scratch GPT")
+        hf = to_hf_gpt2(model)
+        hf.save_pretrained(args.out)
+        from .tokenizer import save_tokenizer
+
+        save_tokenizer(args.out, model_max_length=model.config.block_size)
+    print(f"wrote {args.out}")

@@ -6,7 +6,9 @@ Importing the package registers the model with transformers' Auto classes, so
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from .configuration_bigram import BigramConfig
 from .configuration_gpt import GPTConfig
+from .modeling_bigram import BigramForCausalLM
 from .modeling_gpt import GPTForCausalLM, GPTModel
 from .tokenizer import load_tiktoken, load_tokenizer, save_tokenizer
 
@@ -17,6 +19,11 @@ AutoModelForCausalLM.register(GPTConfig, GPTForCausalLM, exist_ok=True)
 # so the folder loads with trust_remote_code=True where gpt_scratch is absent.
 GPTConfig.register_for_auto_class()
 GPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+# The bigram baseline, registered the same way.
+AutoConfig.register(BigramConfig.model_type, BigramConfig, exist_ok=True)
+AutoModelForCausalLM.register(BigramConfig, BigramForCausalLM, exist_ok=True)
+BigramConfig.register_for_auto_class()
+BigramForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 from .convert import from_hf_gpt2, to_hf_gpt2  # noqa: E402
 from .export import save_model_folder  # noqa: E402
@@ -25,4 +32,5 @@ __version__ = "0.1.0"
 __all__ = [
     "GPTConfig", "GPTModel", "GPTForCausalLM", "from_hf_gpt2", "to_hf_gpt2",
     "load_tiktoken", "load_tokenizer", "save_tokenizer", "save_model_folder",
+    "BigramConfig", "BigramForCausalLM",
 ]

@@ -1,0 +1,172 @@
+"""A bigram language model: the next token's logits depend only on the current token.
+
+The baseline any trained GPT must beat. It follows the same transformers
+contracts as GPTForCausalLM (labels -> loss, logits_to_keep, cache/past_key_values,
+attention_mask, generate() refusing to run past block_size, save/load, remote code)
+so the same scripts and pipelines drive both.
+
+This file is copied next to saved weights for `trust_remote_code` loading, so it
+imports only torch, transformers and its sibling config module (relatively).
+"""
+
+import torch
+import torch.nn as nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration_bigram import BigramConfig
+
+
+class BigramForCausalLM(PreTrainedModel, GenerationMixin):
+    """logits(next | current) = lm_head(wte[current]): a bigram table factored through n_embd.
+
+    Why factored: the textbook bigram model is one vocab x vocab table of logits.
+    With GPT-2's 50,257-token vocabulary that is 2.5 billion numbers, ~10 GB in
+    fp32, and ~40 GB once AdamW adds gradients and two moments: it cannot train on
+    a 24 GB machine. Factoring it as embedding (vocab x n_embd) then projection
+    (n_embd x vocab) costs 12.9M parameters at n_embd=256, and the table it
+    represents has rank at most n_embd.
+
+    Tying caveat: with `tie_word_embeddings=True` (the default, as in GPT-2) the
+    table is wte @ wte.T, which is symmetric, so "a then b" and "b then a" get the
+    same score, and each token's score for repeating itself is its squared norm
+    (at random init that beats every other score: greedy decoding repeats one
+    token). It cannot learn order: a cycle a->b->c->a tops out at probability 1/2
+    per step. Set `tie_word_embeddings=False` for a bigram that can.
+    """
+
+    config_class = BigramConfig
+    config: BigramConfig
+    main_input_name = "input_ids"
+    _tied_weights_keys = {"lm_head.weight": "wte.weight"}
+    _can_compile_fullgraph = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    def _init_weights(self, module):
+        # transformers.initialization skips tensors already loaded from a checkpoint.
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+
+    def get_input_embeddings(self):
+        return self.wte
+
+    def set_input_embeddings(self, new_embeddings):
+        self.wte = new_embeddings
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        cache=None,
+        attention_mask=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        use_cache=None,
+        logits_to_keep=0,
+        output_hidden_states=None,
+        return_dict=None,
+        past_key_values=None,  # the pre-5.x name of `cache`, still accepted
+        **kwargs,
+    ):
+        """Same arguments as GPTForCausalLM.forward.
+
+        `position_ids` and the values of `attention_mask` cannot change a bigram's
+        logits and are ignored (the mask's shape is still checked). The cache holds
+        no keys or values, only how many positions were seen, so generate() can feed
+        one token per step and the block_size limit counts the whole sequence.
+        """
+        if cache is None:
+            cache = past_key_values
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            self._check_token_ids(input_ids)
+            B, T = input_ids.shape
+        else:
+            B, T = inputs_embeds.shape[:2]
+
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if cache is not None and not isinstance(cache, Cache):
+            raise TypeError(
+                f"cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}; "
+                "tuple caches are no longer supported"
+            )
+        past = cache.get_seq_length() if cache is not None else 0
+        S = past + T
+        if S > self.config.block_size:
+            raise ValueError(
+                f"sequence length {S} (past {past} + new {T}) exceeds block_size {self.config.block_size}; "
+                f"crop the input to its last {self.config.block_size} tokens or generate fewer tokens"
+            )
+        if attention_mask is not None and (attention_mask.ndim != 2 or attention_mask.shape != (B, S)):
+            raise ValueError(
+                f"attention_mask must have shape (batch, past + new) = ({B}, {S}), got {tuple(attention_mask.shape)}"
+            )
+
+        x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        if cache is not None:
+            # One number per position (a zero-width tensor would read as an empty
+            # cache): the cache length advances by T at a cost of 2 floats a token.
+            marker = x.new_zeros(B, 1, T, 1)
+            cache.update(marker, marker, 0)
+
+        if isinstance(logits_to_keep, int):
+            h = x[:, -logits_to_keep:] if logits_to_keep > 0 else x
+        else:
+            h = x[:, logits_to_keep]
+        logits = self.lm_head(h)  # (B, T', vocab)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+
+        result = CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=cache if use_cache else None,
+            hidden_states=(x,) if output_hidden_states else None,
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+    def _check_token_ids(self, input_ids):
+        if torch.compiler.is_compiling():
+            return  # a data-dependent check would break the graph
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            bad = input_ids[(input_ids < 0) | (input_ids >= self.config.vocab_size)]
+            raise ValueError(
+                f"token id {bad[0].item()} is outside the vocabulary [0, {self.config.vocab_size}); "
+                "check the tokenizer matches this model"
+            )
+
+    def generate(self, inputs=None, generation_config=None, **kwargs):
+        """transformers' generate(), refusing up front to run past block_size (as GPTForCausalLM does)."""
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if torch.is_tensor(prompt) and prompt.ndim == 2:
+            gc = generation_config if generation_config is not None else self.generation_config
+            # generate() gives max_new_tokens precedence over max_length; mirror that order.
+            max_new = kwargs.get("max_new_tokens", gc.max_new_tokens)
+            max_length = kwargs.get("max_length", gc.max_length)
+            total = prompt.shape[1] + max_new if max_new is not None else max_length
+            if total is not None and total > self.config.block_size:
+                room = max(self.config.block_size - prompt.shape[1], 0)
+                raise ValueError(
+                    f"prompt ({prompt.shape[1]} tokens) + new tokens = {total} exceeds this model's block_size "
+                    f"{self.config.block_size}; ask for at most {room} new tokens or shorten the prompt"
+                )
+        return super().generate(inputs, generation_config=generation_config, **kwargs)

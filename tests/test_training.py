@@ -1,0 +1,323 @@
+"""Training: settings, data errors, loss going down, exact resume, safe checkpoints, 2 CPU processes."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gpt_scratch import training
+from gpt_scratch.training import ConfigError, TrainConfig, lr_at, parse_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_PY = os.path.join(REPO, "scripts", "train.py")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Made-up text with enough variety that no two 16-token blocks repeat."""
+    rng = random.Random(0)
+    syll = ["ka", "lo", "mi", "ren", "tor", "vu", "sel", "an", "dre", "po", "qui", "zen"]
+    words = ["".join(rng.choice(syll) for _ in range(rng.randint(1, 3))) for _ in range(300)]
+    lines = []
+    for i in range(700):
+        speaker = rng.choice(["ALDO", "BRINA", "CORVIN"])
+        lines.append(f"{speaker}:\n" + " ".join(rng.choice(words) for _ in range(rng.randint(4, 9))) + ".\n")
+    path = tmp_path_factory.mktemp("corpus") / "play.txt"
+    path.write_text("\n".join(lines))
+    return str(path)
+
+
+def tiny_args(corpus, out_dir, **over):
+    args = dict(
+        data=corpus, out_dir=str(out_dir), cache_dir=str(out_dir) + "-cache", n_layer=2, n_head=2, n_embd=32,
+        block_size=16, batch_size=4, max_steps=8, warmup_steps=2, learning_rate=3e-3, min_lr=3e-4,
+        eval_interval=4, eval_steps=4, log_interval=1, save_interval=4, dropout=0.1, sample_tokens=0, seed=7,
+    )
+    args.update(over)
+    argv = []
+    for k, v in args.items():
+        argv += [f"--{k}", str(v)]
+    return argv
+
+
+def child_env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_train(argv, **kw):
+    return subprocess.run([sys.executable, TRAIN_PY] + argv, env=child_env(), capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def records(out_dir):
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    # Accelerate keeps process-wide singletons; each in-process run must start clean.
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+# ---------------------------------------------------------------- settings
+
+def test_yaml_then_command_line_override(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("n_layer: 3\nlearning_rate: 1\nbatch_size: 5\ndata: some.txt\n")
+    cfg = parse_config(["--config", str(cfg_file), "--batch_size", "7", "--bias", "false", "--lr_decay_steps", "20"])
+    assert (cfg.n_layer, cfg.learning_rate, cfg.batch_size, cfg.bias) == (3, 1.0, 7, False)
+    assert cfg.data == "some.txt" and cfg.lr_decay_steps == 20 and cfg.decay_steps == 20
+    assert parse_config([]).decay_steps == TrainConfig().max_steps
+
+
+@pytest.mark.parametrize(
+    "argv, yaml_text, message",
+    [
+        (["--n_layers", "2"], None, "unrecognized arguments: --n_layers"),
+        ([], "n_layers: 2\n", "unknown setting 'n_layers'"),
+        (["--batch_size", "big"], None, "batch_size must be int"),
+        ([], "batch_size: '8'\n", "batch_size must be int"),
+        (["--bias", "maybe"], None, "bias must be bool"),
+        (["--model", "rnn"], None, "model must be 'gpt' or 'bigram'"),
+        (["--mixed_precision", "fp8"], None, "mixed_precision"),
+        (["--n_embd", "30", "--n_head", "4"], None, "divisible"),
+        (["--max_steps", "0"], None, "max_steps must be positive"),
+    ],
+)
+def test_bad_settings_are_errors(tmp_path, capsys, argv, yaml_text, message):
+    if yaml_text is not None:
+        (tmp_path / "c.yaml").write_text(yaml_text)
+        argv = ["--config", str(tmp_path / "c.yaml")] + argv
+    with pytest.raises(SystemExit) as e:
+        training.main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_lists_every_setting_with_default(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for f in TrainConfig.__dataclass_fields__.values():
+        assert f"--{f.name}" in out
+        assert f"(default: {f.default})" in out
+
+
+def test_lr_schedule_of_a_shorter_run_is_a_prefix():
+    long = TrainConfig(max_steps=20, warmup_steps=3)
+    half = TrainConfig(max_steps=10, lr_decay_steps=20, warmup_steps=3)
+    assert [lr_at(s, half) for s in range(10)] == [lr_at(s, long) for s in range(10)]
+    assert lr_at(0, long) == long.learning_rate / 3 and lr_at(2, long) == long.learning_rate
+    assert lr_at(19, long) > long.min_lr and lr_at(20, long) == long.min_lr
+
+
+# ---------------------------------------------------------------- data errors before training
+
+def test_missing_and_too_small_data_fail_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        training.main(["--data", str(tmp_path / "nope.txt"), "--out_dir", str(tmp_path / "o")])
+    assert "nope.txt" in capsys.readouterr().err
+    small = tmp_path / "small.txt"
+    small.write_text("To be or not to be.")
+    with pytest.raises(SystemExit):
+        training.main(["--data", str(small), "--out_dir", str(tmp_path / "o"), "--block_size", "64"])
+    err = capsys.readouterr().err
+    assert "64" in err and "token" in err
+    assert not os.path.exists(tmp_path / "o" / "metrics.jsonl")
+
+
+# ---------------------------------------------------------------- one process
+
+def test_training_lowers_loss_and_exports_a_loadable_model(tmp_path, corpus):
+    out = tmp_path / "run"
+    training.main(tiny_args(corpus, out, max_steps=30, eval_interval=10, dropout=0.0, save_interval=0,
+                            learning_rate=1e-2, sample_tokens=5))
+    recs = records(out)
+    assert recs[0]["world_size"] == 1
+    train_losses = [r["train_loss"] for r in recs if "train_loss" in r]
+    vals = [r["val_loss"] for r in recs if "val_loss" in r]
+    assert len(train_losses) == 30 and len(vals) == 3
+    assert sum(train_losses[-5:]) / 5 < sum(train_losses[:5]) / 5 - 2.0
+    assert vals[-1] < vals[0]
+    assert all(k in recs[0] for k in ("step", "lr", "tokens_per_sec", "tokens"))
+    assert [os.path.basename(p) for p in training.list_checkpoints(out)] == ["checkpoint-30"]
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    model_dir = out / "model"
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                 "tokenizer_config.json", "README.md", "loss.png"):
+        assert (model_dir / name).is_file(), name
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    assert tok.model_max_length == 16
+    ids = torch.tensor([tok.encode("ALDO:\n")])
+    with torch.no_grad():
+        loss = model(ids, labels=ids).loss
+    assert torch.isfinite(loss)
+    # the saved weights are the trained ones: evaluating them reproduces the logged final val loss
+    cfg = TrainConfig(**{k: v for k, v in json.load(open(model_dir / "run_config.json")).items()})
+    gen = pipeline("text-generation", model=str(model_dir))
+    text = gen("ALDO:", max_new_tokens=5, do_sample=False)[0]["generated_text"]
+    assert text.startswith("ALDO:") and len(text) > len("ALDO:")
+    assert cfg.max_steps == 30
+
+
+def test_resume_auto_without_checkpoint_starts_fresh(tmp_path, corpus, capsys):
+    training.main(tiny_args(corpus, tmp_path / "r", max_steps=2, resume="auto", eval_interval=0))
+    assert "no checkpoint" in capsys.readouterr().out
+    assert training.list_checkpoints(tmp_path / "r")
+
+
+def test_fresh_run_refuses_to_mix_with_old_checkpoints(tmp_path, corpus, capsys):
+    training.main(tiny_args(corpus, tmp_path / "r", max_steps=2, eval_interval=0))
+    before = sorted(os.listdir(tmp_path / "r"))
+    with pytest.raises(SystemExit):
+        training.main(tiny_args(corpus, tmp_path / "r", max_steps=2, eval_interval=0))
+    assert "--resume auto" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / "r")) == before
+
+
+def test_resume_errors(tmp_path, corpus, capsys):
+    out = tmp_path / "r"
+    training.main(tiny_args(corpus, out, max_steps=4, eval_interval=0))
+    ckpt = out / "checkpoint-4"
+    with pytest.raises(SystemExit):
+        training.main(tiny_args(corpus, out, max_steps=6, resume=str(out / "checkpoint-99")))
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        training.main(tiny_args(corpus, out, max_steps=6, resume="auto", n_embd=64, n_layer=3))
+    err = capsys.readouterr().err
+    assert "n_embd: checkpoint 32 vs now 64" in err and "n_layer: checkpoint 2 vs now 3" in err
+    os.remove(ckpt / "optimizer.bin")
+    with pytest.raises(SystemExit):
+        training.main(tiny_args(corpus, out, max_steps=6, resume=str(ckpt)))
+    assert "incomplete (missing optimizer.bin)" in capsys.readouterr().err
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, corpus, monkeypatch):
+    out = tmp_path / "r"
+    from accelerate import Accelerator
+
+    real_save = Accelerator.save_state
+    calls = []
+
+    def failing_save(self, output_dir=None, **kw):
+        calls.append(output_dir)
+        if len(calls) == 2:  # the second checkpoint dies half-written (a kill, a full disk)
+            os.makedirs(output_dir, exist_ok=True)
+            open(os.path.join(output_dir, "model.safetensors"), "wb").write(b"partial")
+            raise OSError("No space left on device")
+        return real_save(self, output_dir, **kw)
+
+    monkeypatch.setattr(Accelerator, "save_state", failing_save)
+    with pytest.raises(OSError):
+        training.main(tiny_args(corpus, out, max_steps=8, save_interval=2, keep_checkpoints=1, eval_interval=0))
+    monkeypatch.setattr(Accelerator, "save_state", real_save)
+    assert [os.path.basename(p) for p in training.list_checkpoints(out)] == ["checkpoint-2"]
+    state = training.check_checkpoint(str(out / "checkpoint-2"), 1)
+    assert state["step"] == 2
+    # the next run ignores and removes the half-written folder and continues from step 2
+    training.main(tiny_args(corpus, out, max_steps=4, save_interval=2, keep_checkpoints=1, eval_interval=0,
+                            resume="auto"))
+    assert [os.path.basename(p) for p in training.list_checkpoints(out)] == ["checkpoint-4"]
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp")]
+
+
+# ---------------------------------------------------------------- exactness across processes
+
+def test_resumed_run_in_new_process_is_bit_identical(tmp_path, corpus):
+    full, part = tmp_path / "full", tmp_path / "part"
+    common = dict(eval_interval=4, save_interval=4)
+    procs = [
+        subprocess.Popen([sys.executable, TRAIN_PY] + tiny_args(corpus, full, max_steps=8, **common),
+                         env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        subprocess.Popen([sys.executable, TRAIN_PY] + tiny_args(corpus, part, max_steps=4, lr_decay_steps=8, **common),
+                         env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    resumed = run_train(tiny_args(corpus, part, max_steps=8, lr_decay_steps=8, resume="auto", **common))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+
+    a = load_file(str(full / "model" / "model.safetensors"))
+    b = load_file(str(part / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    la = [(r["step"], r.get("train_loss"), r.get("val_loss"), r.get("lr")) for r in records(full)]
+    lb = [(r["step"], r.get("train_loss"), r.get("val_loss"), r.get("lr")) for r in records(part)]
+    # the half run also evaluated at its end (step 4) like the full run did at eval_interval
+    assert la == lb
+
+
+def test_sigterm_finishes_step_saves_and_exits_cleanly(tmp_path, corpus):
+    out = tmp_path / "r"
+    p = subprocess.Popen([sys.executable, TRAIN_PY] + tiny_args(corpus, out, max_steps=100000, save_interval=0,
+                                                               eval_interval=0),
+                         env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        assert p.poll() is None and time.time() < deadline, p.stderr.read()[-3000:] if p.poll() is not None else ""
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out_text, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-3000:]
+    ckpts = training.list_checkpoints(out)
+    assert len(ckpts) == 1
+    step = training.check_checkpoint(ckpts[0], 1)["step"]
+    assert 3 <= step < 100000
+    assert "--resume auto" in out_text
+    assert not (out / "model").exists()
+
+
+# ---------------------------------------------------------------- two CPU processes
+
+def test_two_cpu_processes_share_the_data_and_match_one(tmp_path, corpus):
+    from gpt_scratch.data import build_datasets
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    steps = 6
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", TRAIN_PY]
+    p = subprocess.run(
+        torchrun + tiny_args(corpus, two, batch_size=2, max_steps=steps, dropout=0.0, record_batches=True,
+                             eval_interval=0, save_interval=0),
+        env=child_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    q = run_train(tiny_args(corpus, one, batch_size=4, max_steps=steps, dropout=0.0, eval_interval=0, save_interval=0))
+    assert q.returncode == 0, q.stderr[-3000:]
+
+    assert records(two)[0]["world_size"] == 2
+    seen = []
+    for rank in (0, 1):
+        with open(two / f"batches-rank{rank}.jsonl") as f:
+            per_rank = [h for line in f for h in json.loads(line)]
+        assert len(per_rank) == steps * 2
+        seen += per_rank
+    assert len(set(seen)) == len(seen), "a block was seen twice within the epoch"
+    blocks = build_datasets(corpus, 16, cache_dir=str(two) + "-cache")["train"]
+    all_hashes = {training._block_hash(blocks[i]["input_ids"]) for i in range(len(blocks))}
+    assert set(seen) <= all_hashes and len(all_hashes) > steps * 4
+
+    v2 = [r["val_loss"] for r in records(two) if "val_loss" in r][-1]
+    v1 = [r["val_loss"] for r in records(one) if "val_loss" in r][-1]
+    assert abs(v2 - v1) < 0.05 * v1

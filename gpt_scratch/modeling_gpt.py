@@ -233,6 +233,54 @@ class GPTModel(GPTPreTrainedModel):
             )
 
 
+class LMHeadCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `hidden @ weight.T`, computed a chunk of rows at a time.
+
+    The usual way writes all (N, vocab) logits, then log-softmax, then in the
+    backward pass a zero-filled gradient of the same size and a log-softmax
+    backward: five passes over a tensor of N x 50,257 floats (412 MB for 2,048
+    tokens). Here each chunk's logits become softmax - one_hot in place, and the
+    gradients for `hidden` and `weight` are taken from that chunk right away, in
+    the forward pass (the loss is the end of the graph, so the only thing the
+    backward pass still needs is the incoming scale). Same FLOPs, a fraction of
+    the memory traffic, and never more than one chunk of logits alive.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, n_items, chunk_rows):
+        # hidden (N, C), weight (V, C), targets (N,) with -100 for "no loss here"
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # softmax and sums: fp32 at least
+        valid = targets != -100
+        row_scale = (valid.to(acc) / n_items).unsqueeze(1)  # (N, 1): d loss / d row loss
+        safe_targets = targets.masked_fill(~valid, 0).unsqueeze(1)  # (N, 1)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+        loss = torch.zeros((), dtype=acc, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            h, t, scale = hidden[rows], safe_targets[rows], row_scale[rows]
+            logits = (h @ weight.t()).to(acc)  # (n, V)
+            top, top_idx = logits.max(dim=1, keepdim=True)
+            target_logit = logits.gather(1, t)
+            probs = torch.softmax(logits, dim=1)
+            del logits
+            # log-sum-exp without another pass: softmax at the argmax is exp(top - lse)
+            lse = top - probs.gather(1, top_idx).log()
+            loss += ((lse - target_logit) * scale).sum()
+            probs.scatter_add_(1, t, probs.new_full(t.shape, -1.0))  # d(row loss)/d logits
+            g = probs.to(hidden.dtype)
+            torch.mm(g, weight, out=grad_hidden[rows])
+            grad_hidden[rows] *= scale.to(hidden.dtype)
+            grad_weight += g.t() @ (h * scale.to(h.dtype))
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None, None
+
+
 class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
     """GPT-2 with its language-model head (tied to the token embeddings)."""
 
@@ -275,6 +323,10 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
 
         `logits_to_keep=n` computes logits for the last n positions only (generate
         asks for 1: the vocabulary projection is the largest matmul of a step).
+
+        With labels and gradients enabled (training), the loss is computed chunk
+        by chunk without the (batch, seq, vocab) logits, and `logits` is None;
+        under `torch.no_grad()` (evaluation) both loss and logits are returned.
         """
         out = self.transformer(
             input_ids,
@@ -286,6 +338,11 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
         )
         x = out.last_hidden_state
+        if labels is not None and torch.is_grad_enabled() and (x.requires_grad or self.lm_head.weight.requires_grad):
+            # training: the loss without materialising the logits (returned as None)
+            loss = self._chunked_loss(x, labels, **kwargs)
+            result = CausalLMOutputWithPast(loss=loss, logits=None, cache=out.cache, hidden_states=out.hidden_states)
+            return result if return_dict is not False else result.to_tuple()
         if isinstance(logits_to_keep, int):
             if logits_to_keep > 0:
                 x = x[:, -logits_to_keep:]
@@ -301,6 +358,23 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states
         )
         return result if return_dict is not False else result.to_tuple()
+
+    def _chunked_loss(self, hidden, labels, num_items_in_batch=None, shift_labels=None, **kwargs):
+        """The causal-LM loss of transformers' ForCausalLMLoss (shift, ignore -100, mean or
+        sum / num_items_in_batch), through LMHeadCrossEntropy."""
+        if shift_labels is None:
+            shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]  # token t predicts t + 1
+        targets = shift_labels.reshape(-1).to(hidden.device)
+        n_items = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
+        h, w = hidden.reshape(-1, hidden.shape[-1]), self.lm_head.weight
+        device_type = h.device.type
+        if torch.is_autocast_enabled(device_type):  # the matmuls in the autocast dtype, as nn.Linear would
+            dtype = torch.get_autocast_dtype(device_type)
+            h, w = h.to(dtype), w.to(dtype)
+        # ~64 MB of fp32 logits per chunk: big matmuls, small peak memory
+        chunk_rows = max(1, (1 << 24) // self.config.vocab_size)
+        with torch.autocast(device_type, enabled=False):
+            return LMHeadCrossEntropy.apply(h, w, targets, n_items, chunk_rows)
 
     def generate(self, inputs=None, generation_config=None, **kwargs):
         """transformers' generate(), refusing up front to run past block_size.

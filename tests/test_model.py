@@ -221,6 +221,35 @@ def test_logits_to_keep_and_loss():
     assert torch.allclose(out.loss, ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("num_items", [None, 17])
+def test_training_loss_and_gradients_equal_the_logits_path(num_items):
+    # the chunked training loss must be transformers' causal-LM loss, gradients included
+    model = wide_model().train()
+    x = torch.randint(0, V, (3, 12))
+    labels = x.clone()
+    labels[0, :4] = -100
+    kw = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
+    out = model(x, labels=labels, **kw)
+    assert out.logits is None  # not materialised while training
+    out.loss.backward()
+    fused = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    ref = model.loss_function(model(x).logits, labels, vocab_size=V, **kw)
+    ref.backward()
+    assert torch.allclose(out.loss, ref, atol=1e-6)
+    for n, p in model.named_parameters():
+        assert torch.allclose(fused[n], p.grad, atol=1e-6, rtol=1e-5), n
+    # a chunk boundary inside the batch changes nothing
+    from gpt_scratch.modeling_gpt import LMHeadCrossEntropy
+
+    h = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, 4, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, V, (10,))
+    t[5] = -100
+    n = (t != -100).sum()
+    assert torch.autograd.gradcheck(lambda h, w: LMHeadCrossEntropy.apply(h, w, t, n, 3), (h, w))
+
+
 # ---------------------------------------------------------------- input checks
 
 def test_too_long_input_names_both_lengths():

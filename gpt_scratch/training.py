@@ -88,6 +88,8 @@ class TrainConfig:
     mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (fp16 needs a GPU)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     cpu: bool = field(default=False, metadata={"help": "train on CPU even if a GPU is there (automatic when there is none)"})
+    cpu_threads: int = field(default=0, metadata={"help": "torch threads per process on CPU; 0 = cores / processes "
+                                                         "(OMP_NUM_THREADS wins, except accelerate launch's default of 1)"})
     seed: int = 1337
     # end of run
     sample_tokens: int = field(default=200, metadata={"help": "tokens of sample text printed at the end (0 = none)"})
@@ -102,7 +104,7 @@ class TrainConfig:
                      "max_steps", "log_interval", "keep_checkpoints"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_interval", "eval_steps", "save_interval", "sample_tokens"):
+        for name in ("warmup_steps", "eval_interval", "eval_steps", "save_interval", "sample_tokens", "cpu_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr_decay_steps is not None and self.lr_decay_steps <= 0:
@@ -262,9 +264,9 @@ def flops_per_token(model, block_size):
     return 6 * n + attn
 
 
-def measure_matmul_peak(device, dtype, seconds=0.3):
+def measure_matmul_peak(device, dtype, seconds=0.3, n=None):
     """FLOP/s of a large square matmul on this device: the denominator of MFU."""
-    n = 4096 if device.type == "cuda" else 1024
+    n = n or (4096 if device.type == "cuda" else 1024)
     # its own generator: drawing from the global RNG would shift dropout masks after a resume
     gen = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
@@ -279,6 +281,37 @@ def measure_matmul_peak(device, dtype, seconds=0.3):
         if device.type == "cuda":
             torch.cuda.synchronize()
     return 2 * n**3 * count / (time.perf_counter() - t0)
+
+
+def cpu_threads(cfg, accelerator):
+    """Threads for this process: the setting, else OMP_NUM_THREADS, else cores shared by the local processes.
+
+    `accelerate launch` exports OMP_NUM_THREADS=1 unless told otherwise, which
+    would leave all but one core idle in a single-process CPU run; that value
+    is not taken as the user's choice.
+    """
+    if cfg.cpu_threads:
+        return cfg.cpu_threads
+    launched_by_accelerate = "ACCELERATE_DYNAMO_BACKEND" in os.environ
+    if os.environ.get("OMP_NUM_THREADS") and not launched_by_accelerate:
+        return torch.get_num_threads()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores // max(1, local))
+
+
+def _check_bf16_is_fast(cfg):
+    """bf16 on a CPU without bf16 instructions (AVX2 only) runs ~100x slower than fp32: refuse it up front."""
+    if cfg.mixed_precision != "bf16":
+        return
+    peaks = {dt: measure_matmul_peak(torch.device("cpu"), dt, seconds=0.05, n=256)
+             for dt in (torch.float32, torch.bfloat16)}
+    if peaks[torch.bfloat16] < 0.5 * peaks[torch.float32]:
+        raise ConfigError(
+            f"mixed_precision bf16 is {peaks[torch.float32] / peaks[torch.bfloat16]:.0f}x slower than fp32 on this "
+            f"CPU (no bf16 matrix instructions: {peaks[torch.bfloat16] / 1e9:.1f} vs "
+            f"{peaks[torch.float32] / 1e9:.0f} GFLOP/s); use --mixed_precision no"
+        )
 
 
 def list_checkpoints(out_dir):
@@ -364,6 +397,9 @@ def train(cfg: TrainConfig):
         raise RuntimeError(f"launched {launched} processes but Accelerate sees {world}; each would train alone")
     is_main = accelerator.is_main_process
     say = accelerator.print
+    if accelerator.device.type == "cpu":
+        torch.set_num_threads(cpu_threads(cfg, accelerator))
+        _check_bf16_is_fast(cfg)
     set_seed(cfg.seed)
 
     os.makedirs(cfg.out_dir, exist_ok=True)

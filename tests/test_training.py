@@ -321,3 +321,32 @@ def test_two_cpu_processes_share_the_data_and_match_one(tmp_path, corpus):
     v2 = [r["val_loss"] for r in records(two) if "val_loss" in r][-1]
     v1 = [r["val_loss"] for r in records(one) if "val_loss" in r][-1]
     assert abs(v2 - v1) < 0.05 * v1
+
+
+def test_cpu_threads_ignore_accelerate_launch_default(monkeypatch):
+    # accelerate launch exports OMP_NUM_THREADS=1: a 1-process CPU run must still use every core
+    class OneProcess:
+        num_processes = 1
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
+    assert training.cpu_threads(TrainConfig(), OneProcess()) == cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert training.cpu_threads(TrainConfig(), OneProcess()) == max(1, cores // 2)
+    assert training.cpu_threads(TrainConfig(cpu_threads=3), OneProcess()) == 3
+    # a user's own OMP_NUM_THREADS (no accelerate launch) is kept
+    monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND")
+    assert training.cpu_threads(TrainConfig(), OneProcess()) == torch.get_num_threads()
+
+
+def test_bf16_refused_where_the_cpu_has_no_bf16_matmul(monkeypatch):
+    slow = {torch.float32: 100e9, torch.bfloat16: 1e9}  # what an AVX2-only CPU measures
+    monkeypatch.setattr(training, "measure_matmul_peak", lambda device, dtype, **kw: slow[dtype])
+    with pytest.raises(ConfigError, match="use --mixed_precision no"):
+        training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))
+    training._check_bf16_is_fast(TrainConfig(mixed_precision="no"))  # nothing measured, nothing refused
+    fast = {torch.float32: 100e9, torch.bfloat16: 300e9}
+    monkeypatch.setattr(training, "measure_matmul_peak", lambda device, dtype, **kw: fast[dtype])
+    training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))

@@ -350,3 +350,10 @@ def test_bf16_refused_where_the_cpu_has_no_bf16_matmul(monkeypatch):
     fast = {torch.float32: 100e9, torch.bfloat16: 300e9}
     monkeypatch.setattr(training, "measure_matmul_peak", lambda device, dtype, **kw: fast[dtype])
     training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))
+
+
+@pytest.mark.parametrize("name", ["shakespeare", "bigram", "gpt2-124m"])
+def test_shipped_configs_parse(name):
+    cfg = parse_config(["--config", os.path.join(REPO, "configs", f"{name}.yaml")])
+    assert cfg.out_dir == f"out/{name}"
+    assert cfg.model == ("bigram" if name == "bigram" else "gpt")

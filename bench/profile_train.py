@@ -18,7 +18,8 @@ from common import base_parser, ensure_malloc_env, set_threads  # noqa: E402
 GROUPS = [
     ("matmul (linear, lm_head)", ("addmm", "mm", "bmm", "matmul", "linear", "onednn", "mkldnn")),
     ("attention (sdpa)", ("flash_attention", "scaled_dot_product", "_efficient_attention")),
-    ("softmax / cross-entropy", ("log_softmax", "nll_loss", "cross_entropy", "softmax", "logsumexp", "exp", "gather", "scatter")),
+    ("softmax / cross-entropy", ("log_softmax", "nll_loss", "cross_entropy", "softmax", "logsumexp", "exp", "gather", "scatter",
+                                 "aten::max", "lmheadcrossentropy")),
     ("optimizer (AdamW)", ("adam", "_foreach", "lerp", "addcmul", "addcdiv", "sqrt")),
     ("layernorm", ("layer_norm",)),
     ("gelu", ("gelu", "tanh", "pow")),
@@ -53,7 +54,6 @@ def main(argv=None):
 
     cfg = CONFIGS[args.config]
     ours, hf = make_models(cfg)
-    model = ours if args.model == "ours" else hf
     model = ours if args.model == "ours" else hf
     del ours, hf
     opt = make_optimizer(model)

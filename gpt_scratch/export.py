@@ -19,17 +19,18 @@ def default_max_new_tokens(block_size):
     return max(1, min(PIPELINE_MAX_NEW_TOKENS, block_size // 2))
 
 
-def save_model_folder(model, out_dir):
+def save_model_folder(model, out_dir, state_dict=None):
     """save_pretrained (safetensors, config, generation config, remote-code files) + tokenizer files.
 
     The tokenizer's model_max_length is the model's block_size, so pipelines
     never feed it more positions than it has. Unless the model's generation
     config already sets a length, the saved one gets
     max_new_tokens = default_max_new_tokens(block_size); the model passed in is
-    not modified.
+    not modified. `state_dict` replaces the model's own (a full one gathered
+    from sharded FSDP training, for instance).
     """
     os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir)  # safetensors only in 5.x
+    model.save_pretrained(out_dir, state_dict=state_dict)  # safetensors only in 5.x
     gen = getattr(model, "generation_config", None)
     if gen is not None and gen.max_new_tokens is None and gen.max_length is None:
         gen = copy.deepcopy(gen)

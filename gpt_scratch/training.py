@@ -368,7 +368,7 @@ class StopFlag:
 def train(cfg: TrainConfig):
     """Train per `cfg`; returns the path of the exported model folder."""
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
     from torch.utils.data import DataLoader
 
     from .data import collate, prepare_datasets
@@ -538,9 +538,12 @@ def train(cfg: TrainConfig):
     log({"step": step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))})
     say(f"final val loss {val_loss:.4f} (perplexity {math.exp(min(val_loss, 50)):.1f})")
     model_dir = os.path.join(cfg.out_dir, "model")
+    # every process takes part: under FSDP this gathers the shards into one full state dict
+    state_dict = accelerator.get_state_dict(model)
+    sharded = accelerator.distributed_type == DistributedType.FSDP
     if is_main:
-        export(raw_model, cfg, model_dir)
-        if cfg.sample_tokens:
+        export(raw_model, cfg, model_dir, state_dict=state_dict)
+        if cfg.sample_tokens and not sharded:  # a sharded model cannot generate on one process alone
             say("sample:\n" + sample(raw_model, cfg.sample_tokens, accelerator.device))
         say(f"model saved to {model_dir}")
     accelerator.wait_for_everyone()
@@ -587,14 +590,14 @@ def save_checkpoint(accelerator, cfg, step, epoch, batch_in_epoch, tokens_seen, 
     return final
 
 
-def export(model, cfg, model_dir):
+def export(model, cfg, model_dir, state_dict=None):
     """The final folder: weights + tokenizer (from_pretrained / pipeline), metrics, loss curve, model card."""
     from .export import save_model_folder
 
     tmp = model_dir + ".tmp"
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
-    save_model_folder(model, tmp)
+    save_model_folder(model, tmp, state_dict=state_dict)
     for name in ("metrics.jsonl", "run_config.json"):
         shutil.copy(os.path.join(cfg.out_dir, name), os.path.join(tmp, name))
     plot_losses(os.path.join(cfg.out_dir, "metrics.jsonl"), os.path.join(tmp, "loss.png"))

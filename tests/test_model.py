@@ -163,6 +163,48 @@ def test_greedy_matches_transformers_gpt2_generate():
     assert torch.equal(a, b)
 
 
+def test_beam_search_matches_transformers_gpt2():
+    # beam search reorders the cache between steps: the growing KV buffers must follow
+    hf = hf_gpt2(seed=4)
+    ours = from_hf_gpt2(hf).eval()
+    ids = torch.randint(0, V - 1, (2, 4))
+    kw = dict(max_new_tokens=12, do_sample=False, num_beams=3, num_return_sequences=2, pad_token_id=V - 1)
+    with torch.no_grad():
+        assert torch.equal(hf.generate(ids, **kw), ours.generate(ids, **kw))
+
+
+def test_kv_cache_appends_survive_crop_and_reorder():
+    from gpt_scratch.modeling_gpt import append_to_cache
+
+    cache = DynamicCache()
+    chunks = [torch.randn(2, 3, t, 4) for t in (5, 1, 1, 3)]
+    for c in chunks:
+        k, v = append_to_cache(cache, c, c + 1, 0)
+    full = torch.cat(chunks, dim=2)
+    assert torch.equal(k, full) and torch.equal(v, full + 1) and cache.get_seq_length() == 10
+    cache.crop(-4)  # as assisted generation does
+    new = torch.randn(2, 3, 2, 4)
+    k, _ = append_to_cache(cache, new, new, 0)
+    assert torch.equal(k, torch.cat([full[:, :, :6], new], dim=2))
+    cache.reorder_cache(torch.tensor([1, 0]))  # as beam search does
+    last = torch.randn(2, 3, 1, 4)
+    k, _ = append_to_cache(cache, last, last, 0)
+    assert torch.equal(k, torch.cat([torch.cat([full[:, :, :6], new], dim=2)[[1, 0]], last], dim=2))
+
+
+def test_inference_logits_follow_weight_updates():
+    # the lm_head copy used at inference must never serve stale weights
+    model = wide_model()
+    x = torch.randint(0, V, (1, 6))
+    with torch.no_grad():
+        before = model(x).logits
+        model.lm_head.weight.mul_(2)  # in place, as an optimizer step or load_state_dict would
+        after = model(x).logits
+        fresh = model.lm_head(model.transformer(x).last_hidden_state)
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, fresh, atol=1e-4)
+
+
 def test_seeded_sampling_reproducible_and_cache_independent():
     model = wide_model(seed=1)
     ids = torch.randint(0, V - 1, (2, 4))

@@ -192,17 +192,18 @@ def test_kv_cache_appends_survive_crop_and_reorder():
     assert torch.equal(k, torch.cat([torch.cat([full[:, :, :6], new], dim=2)[[1, 0]], last], dim=2))
 
 
-def test_inference_logits_follow_weight_updates():
-    # the lm_head copy used at inference must never serve stale weights
+def test_decoding_weight_copy_lives_only_during_generate():
+    # the lm_head copy generate() decodes with must never serve stale weights
+    # (fused AdamW updates weights in place without bumping their version)
     model = wide_model()
-    x = torch.randint(0, V, (1, 6))
+    x = torch.randint(0, V - 1, (1, 6))
+    kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=V - 1)
     with torch.no_grad():
-        before = model(x).logits
-        model.lm_head.weight.mul_(2)  # in place, as an optimizer step or load_state_dict would
-        after = model(x).logits
-        fresh = model.lm_head(model.transformer(x).last_hidden_state)
-    assert not torch.allclose(before, after)
-    assert torch.allclose(after, fresh, atol=1e-4)
+        a = model.generate(x, **kw)
+        assert model._lm_head_t is None
+        model.lm_head.weight.mul_(-1)
+        b = model.generate(x, **kw)
+    assert torch.equal(b, argmax_loop(model, x, 8)) and not torch.equal(a, b)
 
 
 def test_seeded_sampling_reproducible_and_cache_independent():

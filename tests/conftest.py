@@ -11,6 +11,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 SHAKESPEARE = os.path.join(SHARED_DATA, "tinyshakespeare.txt")
 
+# First lines of every script that loads a saved folder with trust_remote_code in a clean
+# subprocess: gpt_scratch is made unimportable, so only the folder's own code can load it.
+WITHOUT_GPT_SCRATCH = """\
+import sys, json
+sys.modules["gpt_scratch"] = None  # the editable install must not be reachable
+try:
+    import gpt_scratch
+except ImportError:
+    pass
+else:
+    raise SystemExit("gpt_scratch is importable: the test would prove nothing")
+"""
+
 
 @pytest.fixture
 def shakespeare_path():

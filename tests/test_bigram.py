@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import WITHOUT_GPT_SCRATCH
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -201,16 +202,8 @@ def test_save_load_round_trip(tmp_path, tied):
         assert torch.equal(loaded(x).logits, model(x).logits)
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = WITHOUT_GPT_SCRATCH + textwrap.dedent(
     """
-    import sys, json
-    sys.modules["gpt_scratch"] = None  # the editable install must not be reachable
-    try:
-        import gpt_scratch
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("gpt_scratch is importable: the test would prove nothing")
     import torch
     from transformers import AutoModelForCausalLM
     folder, ids = sys.argv[1], json.loads(sys.argv[2])

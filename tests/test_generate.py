@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import WITHOUT_GPT_SCRATCH
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
@@ -255,16 +256,8 @@ def test_pipeline_batch_of_two_matches_one_by_one(generator):
 SCRIPT_ARGS = ["--prompt", "Hello", "--max-new-tokens", "10", "--seed", "5"]
 REMOTE_PROMPT = "The meaning of life is"
 
-REMOTE_PIPELINE = textwrap.dedent(
+REMOTE_PIPELINE = WITHOUT_GPT_SCRATCH + textwrap.dedent(
     """
-    import sys, json
-    sys.modules["gpt_scratch"] = None  # the editable install must not be reachable
-    try:
-        import gpt_scratch
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("gpt_scratch is importable: the test would prove nothing")
     from transformers import pipeline
     gen = pipeline("text-generation", model=sys.argv[1], trust_remote_code=True)
     assert type(gen.model).__module__.startswith("transformers_modules"), type(gen.model).__module__

@@ -64,6 +64,46 @@ def append_to_cache(cache, k, v, layer_idx):
     return layer.keys, layer.values
 
 
+class Linear(nn.Linear):
+    """nn.Linear, taking the few-row products of decoding the faster way round on CPU.
+
+    A decoding step multiplies one row per sequence by each weight. For 2 to 64
+    rows, MKL computed `x @ W.T` 1.5-3x slower on the project's machine than the
+    same product as `(W @ x.T).T` (bench/README.md); the result is returned as a
+    transposed view, which the following reshapes, elementwise ops and linears
+    read as is. Training, long inputs and one-row steps take nn.Linear's path.
+    """
+
+    FEW_ROWS = 64
+
+    def forward(self, x):
+        rows = x.numel() // self.in_features
+        if (
+            1 < rows <= self.FEW_ROWS
+            and x.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()
+        ):
+            xt = x.reshape(rows, self.in_features).t()  # (in, rows)
+            if self.bias is None:
+                yt = self.weight @ xt
+            else:
+                yt = torch.addmm(self.bias.unsqueeze(1), self.weight, xt)  # (out, rows)
+            return yt.t().reshape(*x.shape[:-1], self.out_features)
+        return super().forward(x)
+
+
+def _transposed_copy(w, rows_per_block=256):
+    """w.t().contiguous(), a block of rows at a time (3-4x faster here for the lm_head
+    weight: a one-shot transpose of 50,257 rows writes every cache line it touches
+    thousands of times apart)."""
+    out = w.new_empty(w.shape[1], w.shape[0])
+    for start in range(0, w.shape[0], rows_per_block):
+        out[:, start:start + rows_per_block].copy_(w[start:start + rows_per_block].t())
+    return out
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
@@ -72,8 +112,8 @@ class CausalSelfAttention(nn.Module):
         self.layer_idx = layer_idx  # which slot of the KV cache is ours
         self.dropout = config.dropout
         # q, k, v for all heads in one matmul
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.is_residual_proj = True  # gets the depth-scaled init
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -99,9 +139,9 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2 was trained with the tanh approximation
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.is_residual_proj = True
         self.dropout = nn.Dropout(config.dropout)
 
@@ -329,7 +369,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
     def __init__(self, config):
         super().__init__(config)
         self.transformer = GPTModel(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        self._decoding = False  # True while generate() runs on CPU (see _lm_head)
         self._lm_head_t = None  # (C, vocab) copy of the lm_head weight, only during generate()
         self.post_init()
 
@@ -401,10 +442,19 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         return result if return_dict is not False else result.to_tuple()
 
     def _lm_head(self, x):
-        """lm_head(x), through the transposed weight copy while generate() runs (see there)."""
-        if self._lm_head_t is not None and not torch.is_grad_enabled():
+        """lm_head(x); one-row decoding steps on CPU go through a transposed weight copy.
+
+        MKL's matrix-vector product read the (vocab, C) weight at ~7 GB/s on the
+        project's machine and its (C, vocab) transpose at ~18 GB/s (the small model's
+        lm_head: 10.6 -> 5.5 ms a token). The copy is made at the first such step of a
+        generate() call and dropped when the call ends, so no weight update can make
+        it stale. Several rows take Linear's decoding path instead.
+        """
+        if self._decoding and x.numel() == x.shape[-1] and not torch.is_grad_enabled():
+            if self._lm_head_t is None:
+                self._lm_head_t = _transposed_copy(self.lm_head.weight.detach())
             return x @ self._lm_head_t
-        return self.lm_head(x)
+        return self.lm_head(x).contiguous()  # Linear may return a transposed view
 
     def _chunked_loss(self, hidden, labels, num_items_in_batch=None, shift_labels=None, **kwargs):
         """The causal-LM loss of transformers' ForCausalLMLoss (shift, ignore -100, mean or
@@ -447,14 +497,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
                     f"{self.config.block_size}; ask for at most {max(self.config.block_size - n_prompt, 0)} "
                     "new tokens or shorten the prompt"
                 )
-        # Decoding multiplies one row per sequence by the vocab x C weight. On CPU, MKL's
-        # matrix-vector product read the (vocab, C) layout at ~7 GB/s on the project's
-        # machine and its transpose at ~18 GB/s (the small model's lm_head went from 10.6
-        # to 5.5 ms a token). The copy lives only for this call, so no weight update can
-        # make it stale.
-        w = self.lm_head.weight
-        self._lm_head_t = w.detach().t().contiguous() if w.device.type == "cpu" else None
+        self._decoding = self.lm_head.weight.device.type == "cpu"  # see _lm_head
         try:
             return super().generate(inputs, generation_config=generation_config, **kwargs)
         finally:
-            self._lm_head_t = None
+            self._decoding, self._lm_head_t = False, None

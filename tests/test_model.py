@@ -193,6 +193,37 @@ def test_kv_cache_appends_survive_crop_and_reorder():
     assert torch.equal(k, torch.cat([torch.cat([full[:, :, :6], new], dim=2)[[1, 0]], last], dim=2))
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_decoding_path_equals_nn_linear(bias):
+    # under no_grad, 2..64 rows take (W @ x.T).T; any other call nn.Linear's x @ W.T
+    from gpt_scratch.modeling_gpt import Linear
+
+    torch.manual_seed(0)
+    lin = Linear(48, 80, bias=bias)
+    for shape in [(1, 1, 48), (2, 48), (3, 5, 48), (8, 1, 48), (64, 48), (5, 13, 48)]:
+        x = torch.randn(shape)
+        ref = F.linear(x, lin.weight, lin.bias)
+        with torch.no_grad():
+            y = lin(x)
+            y2 = lin(lin(x)[..., :48])  # a transposed-view output fed back in
+        assert y.shape == ref.shape
+        torch.testing.assert_close(y, ref)
+        torch.testing.assert_close(y2, F.linear(ref[..., :48], lin.weight, lin.bias))
+
+
+def test_batched_decoding_returns_contiguous_logits_and_hidden_states():
+    model = wide_model(seed=3)
+    ids = torch.randint(0, V - 1, (8, 5))
+    with torch.no_grad():
+        full = model(ids, output_hidden_states=True)
+        step = model(ids[:, -1:], cache=model(ids[:, :-1]).cache, output_hidden_states=True)
+    for out in (full, step):
+        assert out.logits.is_contiguous() and all(h.is_contiguous() for h in out.hidden_states)
+    torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1])
+    ref = F.linear(full.hidden_states[-1], model.lm_head.weight)  # the plain x @ W.T
+    torch.testing.assert_close(full.logits, ref)
+
+
 def test_decoding_weight_copy_lives_only_during_generate():
     # the lm_head copy generate() decodes with must never serve stale weights
     # (fused AdamW updates weights in place without bumping their version)
@@ -350,7 +381,9 @@ def test_base_model_loads_from_causal_lm_folder(tmp_path):
     body = GPTModel.from_pretrained(tmp_path).eval()
     x = torch.randint(0, V, (1, 7))
     with torch.no_grad():
-        assert torch.equal(body(x).last_hidden_state, model.transformer(x).last_hidden_state)
+        # equal up to float rounding: MKL's few-row products (Linear's decoding path) round
+        # differently with the weights' memory alignment, which differs between the copies
+        torch.testing.assert_close(body(x).last_hidden_state, model.transformer(x).last_hidden_state)
 
 
 REMOTE_SCRIPT = WITHOUT_GPT_SCRATCH + textwrap.dedent(
@@ -389,7 +422,8 @@ def test_trust_remote_code_load_without_gpt_scratch(tmp_path):
     with torch.no_grad():
         ref = model(x).logits[0, -1]
         gen = model.generate(x, max_new_tokens=8, do_sample=False)
-    assert (torch.tensor(got["logits"]) - ref).abs().max() < 1e-5
+    # float rounding only (the subprocess's weights sit at other memory alignments)
+    assert (torch.tensor(got["logits"]) - ref).abs().max() < 1e-4  # as against transformers GPT-2
     assert got["gen"] == gen.tolist()
 
 

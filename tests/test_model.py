@@ -314,15 +314,31 @@ def test_training_loss_and_gradients_equal_the_logits_path(num_items):
     assert torch.allclose(out.loss, ref, atol=1e-6)
     for n, p in model.named_parameters():
         assert torch.allclose(fused[n], p.grad, atol=1e-6, rtol=1e-5), n
-    # a chunk boundary inside the batch changes nothing
+
+
+def test_lm_head_cross_entropy_across_chunk_boundaries_and_in_bf16():
+    # chunk boundaries inside the batch and the vocabulary change nothing
     from gpt_scratch.modeling_gpt import LMHeadCrossEntropy
+
+    torch.manual_seed(0)
 
     h = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
     w = torch.randn(V, 4, dtype=torch.float64, requires_grad=True)
-    t = torch.randint(0, V, (10,))
-    t[5] = -100
+    t = torch.tensor([0, 9, 10, 11, 50, -100, 95, 96, 19, 20])  # at and beside slice edges
     n = (t != -100).sum()
-    assert torch.autograd.gradcheck(lambda h, w: LMHeadCrossEntropy.apply(h, w, t, n, 3), (h, w))
+    ref = F.cross_entropy(h @ w.t(), t, ignore_index=-100)
+    for rows, vocab in [(3, 10), (10, 97), (1, 200), (4, 7)]:
+        torch.testing.assert_close(LMHeadCrossEntropy.apply(h, w, t, n, rows, vocab), ref)
+    assert torch.autograd.gradcheck(lambda h, w: LMHeadCrossEntropy.apply(h, w, t, n, 3, 10), (h, w))
+    # bf16 (autocast's dtype): bf16 products, fp32 softmax and sums, gradients back in bf16
+    hb, wb = h.detach().bfloat16().requires_grad_(), w.detach().bfloat16().requires_grad_()
+    LMHeadCrossEntropy.apply(hb, wb, t, n, 3, 10).backward()
+    hr, wr = h.detach().bfloat16().float().requires_grad_(), w.detach().bfloat16().float().requires_grad_()
+    ref = F.cross_entropy((hr @ wr.t()).bfloat16().float(), t, ignore_index=-100)
+    ref.backward()
+    assert hb.grad.dtype == wb.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(hb.grad.float(), hr.grad, rtol=2e-2, atol=2e-3)
+    torch.testing.assert_close(wb.grad.float(), wr.grad, rtol=2e-2, atol=2e-3)
 
 
 # ---------------------------------------------------------------- input checks

@@ -26,7 +26,7 @@ BigramConfig.register_for_auto_class()
 BigramForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 from .convert import from_hf_gpt2, to_hf_gpt2  # noqa: E402
-from .export import save_model_folder  # noqa: E402
+from .model_folder import save_model_folder  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

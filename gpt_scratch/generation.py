@@ -13,10 +13,12 @@ import os
 import sys
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
+from transformers import AutoTokenizer, TextStreamer, set_seed
 
 # Being inside gpt_scratch, this module is only imported after gpt_scratch/__init__.py has
 # registered the GPT and bigram classes with AutoConfig/AutoModelForCausalLM: both load below.
+from .errors import ModelFolderError, run_cli
+from .model_folder import check_json_file, load_config, load_model, read_config_dict, weight_files
 from .tokenizer import load_tokenizer
 
 DEFAULT_MAX_NEW_TOKENS = 200
@@ -83,6 +85,16 @@ def _top_p(text):
     return value
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**32:  # numpy's generator, seeded alongside torch's, takes 32 bits
+        raise argparse.ArgumentTypeError(f"must be in 0 .. {2**32 - 1}, got {value}")
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="generate.py",
@@ -108,7 +120,7 @@ def build_parser():
                    help="nucleus sampling: smallest set of tokens with probability >= P; 1 = off (default: 1.0)")
     p.add_argument("--num-samples", type=_positive_int, default=1, metavar="N",
                    help="independent samples to draw, one after another (default: 1)")
-    p.add_argument("--seed", type=int, default=1337, help="random seed; same seed, same text (default: 1337)")
+    p.add_argument("--seed", type=_seed, default=1337, help="random seed; same seed, same text (default: 1337)")
     p.add_argument("--greedy", action="store_true",
                    help="always take the most likely token (ignores temperature, top-k, top-p)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -116,16 +128,10 @@ def build_parser():
     return p
 
 
-def _check_model_folder(parser, folder):
-    how = ("make one by training (python scripts/train.py ..., which writes OUT_DIR/model) or by converting "
-           "GPT-2 weights (python scripts/convert_gpt2.py --from-hf HF_DIR --out DIR)")
-    if not os.path.isdir(folder):
-        parser.error(f"model folder {folder} does not exist; {how}")
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        parser.error(f"{folder} has no config.json, so it is not a saved model; {how}")
-    weights = ("model.safetensors", "model.safetensors.index.json")  # single file or sharded
-    if not any(os.path.isfile(os.path.join(folder, w)) for w in weights):
-        parser.error(f"{folder} has config.json but no model.safetensors (weights); {how}")
+def _check_model_folder(folder):
+    """The cheap checks (config.json readable, weights file present), before anything is loaded."""
+    read_config_dict(folder)
+    weight_files(folder)
 
 
 def _read_prompt(parser, args, stdin):
@@ -137,7 +143,11 @@ def _read_prompt(parser, args, stdin):
         except (OSError, UnicodeDecodeError) as e:
             parser.error(f"cannot read --prompt-file {args.prompt_file}: {e}")
     elif args.prompt == "-" or (args.prompt is None and not stdin.isatty()):
-        text = stdin.read()
+        try:
+            text = stdin.read()
+        except UnicodeDecodeError as e:
+            parser.error(f"standard input is not UTF-8 text ({e.reason} at byte {e.start}); "
+                         "convert it (iconv -t UTF-8) or pass --prompt")
     else:
         return args.prompt or ""
     return text[:-1] if text.endswith("\n") else text
@@ -151,11 +161,29 @@ def _resolve_device(parser, name):
     return name
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
 def _load_tokenizer(folder, block_size):
-    if os.path.isfile(os.path.join(folder, "tokenizer.json")) or os.path.isfile(
-        os.path.join(folder, "tokenizer_config.json")
-    ):
-        return AutoTokenizer.from_pretrained(folder)
+    present = [f for f in TOKENIZER_FILES if os.path.exists(os.path.join(folder, f))]
+    if present:
+        fix = (f"rewrite the tokenizer files with python -c \"import gpt_scratch; gpt_scratch.save_tokenizer('{folder}', "
+               f"model_max_length={block_size or 1024})\" (every gpt_scratch model uses GPT-2's tokenizer), "
+               "or delete them to use GPT-2's")
+        try:
+            for name in present:
+                check_json_file(folder, name, fix=fix)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        except ModelFolderError:
+            raise
+        except Exception as e:  # a hand-broken tokenizer file; the tokenizers library raises plain Exception
+            raise ModelFolderError(
+                f"the tokenizer files in {folder} ({', '.join(present)}) cannot be loaded: {type(e).__name__}: "
+                f"{str(e)[:300]}; {fix}") from None
+        if len(tokenizer) < 2:  # e.g. tokenizer_config.json alone: a tokenizer that encodes everything to []
+            raise ModelFolderError(f"the tokenizer in {folder} has {len(tokenizer)} token(s), so it cannot encode "
+                                   f"text (is tokenizer.json missing?); {fix}")
+        return tokenizer
     # A folder from a bare save_pretrained has no tokenizer files; every gpt_scratch
     # model uses GPT-2's, which ships with the package.
     print(f"note: {folder} has no tokenizer files; using GPT-2's tokenizer", file=sys.stderr)
@@ -171,17 +199,29 @@ def sampling_kwargs(greedy, temperature, top_k, top_p):
 
 
 def main(argv=None, stdin=None):
-    """Run the command line with `argv` (default sys.argv[1:]). Returns 0; bad input exits with code 2."""
+    """Run the command line with `argv` (default sys.argv[1:]). Returns 0.
+
+    Bad input (arguments, a broken model folder) prints `generate.py: error: ...`
+    and exits with code 2; the environment (permissions, a full disk) with code 1.
+    """
+    # A weights-loading progress bar on every run says nothing when nothing is wrong.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return run_cli("generate.py", _main, argv, stdin)
+
+
+def _main(argv, stdin):
     parser = build_parser()
     args = parser.parse_args(argv)
     stdin = sys.stdin if stdin is None else stdin
 
     # Everything cheap first, so a typo never costs a model load.
-    _check_model_folder(parser, args.model)
+    _check_model_folder(args.model)
     prompt = _read_prompt(parser, args, stdin)
     device = _resolve_device(parser, args.device)
 
-    config = AutoConfig.from_pretrained(args.model)
+    config = load_config(args.model)
     block_size = getattr(config, "max_position_embeddings", None)
     tokenizer = _load_tokenizer(args.model, block_size)
 
@@ -210,7 +250,14 @@ def main(argv=None, stdin=None):
     else:
         max_new = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
 
-    model = AutoModelForCausalLM.from_pretrained(args.model).to(device).eval()
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and max(ids) >= vocab:
+        raise ModelFolderError(
+            f"the tokenizer of {args.model} gives id {max(ids)}, but the model's vocab_size is {vocab}: the "
+            "tokenizer files belong to another model; rewrite them with gpt_scratch.save_tokenizer or copy the "
+            "ones saved with this model")
+
+    model = load_model(args.model, config=config, device=device)
     input_ids = torch.tensor([ids], device=device)
     gen_kwargs = dict(
         attention_mask=torch.ones_like(input_ids),
@@ -220,12 +267,29 @@ def main(argv=None, stdin=None):
     )
 
     set_seed(args.seed)  # once: samples differ from each other, the run repeats exactly
-    for i in range(args.num_samples):
-        if i:
-            print(SAMPLE_SEPARATOR, flush=True)
-        print(prompt, end="", flush=True)
-        # skip_prompt: the prompt was echoed above exactly as given (and <|endoftext|> is not shown)
-        streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        with torch.no_grad():
-            model.generate(input_ids, streamer=streamer, **gen_kwargs)
+    try:
+        for i in range(args.num_samples):
+            if i:
+                print(SAMPLE_SEPARATOR, flush=True)
+            print(prompt, end="", flush=True)
+            # skip_prompt: the prompt was echoed above exactly as given (and <|endoftext|> is not shown)
+            streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            with torch.no_grad():
+                model.generate(input_ids, streamer=streamer, **gen_kwargs)
+    except BrokenPipeError:
+        # The reader went away (generate.py ... | head): stop quietly, as other command-line tools do.
+        _silence_stdout()
+        raise SystemExit(141) from None
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        raise SystemExit(130) from None
     return 0
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null so Python's exit flush does not raise a second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # an in-memory stdout (tests): nothing to flush to a pipe

@@ -71,8 +71,7 @@ TOKENIZER_ID = f"gpt2-r50k:{RANKS_SHA256}:{R50K_PATTERN}:eot={EOT_ID}"
 _NO_NETWORK_HINT = "pass --data PATH with a local text file or a folder of .txt files"
 
 
-class DataError(ValueError):
-    """Bad or missing training data; the message says what is wrong and how to fix it."""
+from .errors import DataError  # noqa: E402  (bad or missing training data; the message names the fix)
 
 
 # ---------------------------------------------------------------------------
@@ -361,3 +360,14 @@ def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
     ids = torch.stack([torch.as_tensor(ex["input_ids"], dtype=torch.long) for ex in examples])
     # A copy, so masking labels in place can never change the inputs.
     return {"input_ids": ids, "labels": ids.clone()}
+
+
+def load_training_data(cfg, accelerator=None):
+    """(train, validation) datasets of blocks for a TrainConfig: --dataset through load_dataset, else --data."""
+    if getattr(cfg, "dataset", None):
+        dd = prepare_hf_dataset(cfg.dataset, cfg.block_size, cfg.val_fraction, config_name=cfg.dataset_config,
+                                split=cfg.dataset_split, text_column=cfg.text_column, num_proc=cfg.num_proc,
+                                cache_dir=cfg.cache_dir, accelerator=accelerator)
+    else:
+        dd = prepare_datasets(cfg.data, cfg.block_size, cfg.val_fraction, cfg.cache_dir, accelerator=accelerator)
+    return dd["train"], dd["validation"]

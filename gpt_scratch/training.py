@@ -1,15 +1,19 @@
-"""Training on Accelerate: one CPU, one GPU, several processes (DDP/FSDP).
+"""The training loop on Accelerate: one CPU, one GPU, several processes (DDP/FSDP).
 
-`scripts/train.py` is a thin front over `main()`. The loop follows the usual
-Accelerate recipe (prepare, accumulate, clip, step) with three things added:
+`train()` reads top to bottom as setup, fit, evaluate, finish. The pieces it
+uses live by concern: settings in train_config.py, checkpoints in
+checkpoints.py, tokens/s, MFU and the metrics log in metrics.py, data in data.py.
+
+The loop is the usual Accelerate recipe (prepare, accumulate, clip, step) with:
 
 * exact resume: the dataloader has its own generator and a seedable sampler, so
-  iterating it never draws from the global RNG that dropout uses; checkpoints
-  hold model, optimizer, every process's RNG, the step and the data position;
-  a run stopped at N/2 and resumed in a new process ends bit-identical to an
-  uninterrupted one (on CPU);
-* safe checkpoints: written to a temporary folder and renamed when complete,
-  older ones deleted only after that;
+  iterating it never draws from the global RNG that dropout uses; the step,
+  epoch and data position live in a TrainState registered with
+  `accelerator.register_for_checkpointing`, saved with model, optimizer and
+  every process's RNG; a run stopped at N/2 and resumed in a new process ends
+  bit-identical to an uninterrupted one (on CPU);
+* a stop on a non-finite loss or gradient *before* the optimizer step that would
+  write it into the weights: the last checkpoint stays the last finite one;
 * a clean stop on SIGTERM/SIGINT: the current step finishes, a checkpoint is
   written, the process exits 0.
 
@@ -20,205 +24,52 @@ no prepared scheduler stepping once per process.
 
 from __future__ import annotations
 
-import argparse
+import ast
+import copy
 import dataclasses
 import json
+import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
-import time
-import typing
-from dataclasses import dataclass, field
 
 import torch
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-STATE_FILE = "trainer_state.json"
+from .checkpoints import (CHECKPOINT_RE, COMPLETE_FILE, STATE_FILE, TrainState, check_checkpoint, disk_fault,
+                          fsync_dir, fsync_tree, list_checkpoints, remove_stale_temporaries, resolve_resume,
+                          save_checkpoint)
+from .errors import CheckpointError, ConfigError, DataError, EnvironmentFault, GptScratchError, run_cli
+from .metrics import MetricsLog, Throughput, flops_per_token, measure_matmul_peak, plot_losses
+from .train_config import TrainConfig, build_parser, lr_at, parse_config
+
+ResumeError = CheckpointError  # the name before errors.py
 SHAPE_FIELDS = ("model", "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
+WORKING_LAUNCHES = (
+    "accelerate launch --config_file configs/accelerate/cpu-2proc.yaml scripts/train.py {args}",
+    "torchrun --standalone --nproc_per_node 2 scripts/train.py {args}",
+)
+
+__all__ = ["TrainConfig", "parse_config", "build_parser", "lr_at", "train", "main", "ConfigError", "ResumeError",
+           "CheckpointError", "DataError", "list_checkpoints", "check_checkpoint", "STATE_FILE", "COMPLETE_FILE",
+           "CHECKPOINT_RE", "measure_matmul_peak", "flops_per_token", "plot_losses"]
 
 
-class ConfigError(ValueError):
-    """A training setting is unknown, of the wrong type or out of range."""
+class TrainingDiverged(GptScratchError):
+    """The loss or the gradients became NaN/inf: the run stopped before they reached the weights."""
+
+    exit_code = 1
 
 
-class ResumeError(ValueError):
-    """A checkpoint cannot be resumed: missing, incomplete, or of another model shape."""
-
-
-@dataclass
-class TrainConfig:
-    """Every training setting. YAML (--config) overrides these, --key value overrides both."""
-
-    # data and output
-    data: str | None = field(default=None, metadata={"help": "text file, folder of .txt files or URL; empty = tiny Shakespeare (downloaded)"})
-    out_dir: str = field(default="out/shakespeare", metadata={"help": "where checkpoints, metrics and the final model go"})
-    val_fraction: float = field(default=0.1, metadata={"help": "last fraction of the tokens held out for validation"})
-    cache_dir: str | None = field(default=None, metadata={"help": "tokenized-data cache; empty = ~/.cache/gpt_scratch/datasets"})
-    # model
-    model: str = field(default="gpt", metadata={"help": "gpt or bigram"})
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 256
-    block_size: int = 128
-    dropout: float = 0.0
-    bias: bool = True
-    # optimisation
-    batch_size: int = field(default=16, metadata={"help": "sequences per process per micro-step"})
-    gradient_accumulation_steps: int = 1
-    max_steps: int = field(default=1000, metadata={"help": "optimizer step at which this run stops"})
-    lr_decay_steps: int | None = field(default=None, metadata={"help": "length of the cosine schedule; empty = max_steps"})
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = no clipping"})
-    # evaluation, logging, checkpoints
-    eval_interval: int = field(default=100, metadata={"help": "steps between validation evaluations (0 = only at the end)"})
-    eval_steps: int = field(default=20, metadata={"help": "validation batches per evaluation (0 = the whole split)"})
-    log_interval: int = 10
-    save_interval: int = field(default=500, metadata={"help": "steps between checkpoints (0 = only at the end)"})
-    keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept"})
-    resume: str | None = field(default=None, metadata={"help": "'auto' (newest checkpoint in out_dir, if any) or a checkpoint folder"})
-    # hardware
-    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (fp16 needs a GPU)"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
-    cpu: bool = field(default=False, metadata={"help": "train on CPU even if a GPU is there (automatic when there is none)"})
-    cpu_threads: int = field(default=0, metadata={"help": "torch threads per process on CPU; 0 = cores / processes "
-                                                         "(OMP_NUM_THREADS wins, except accelerate launch's default of 1)"})
-    seed: int = 1337
-    # end of run
-    sample_tokens: int = field(default=200, metadata={"help": "tokens of sample text printed at the end (0 = none)"})
-    record_batches: bool = field(default=False, metadata={"help": "debug: log a hash of every training block each process sees"})
-
-    def __post_init__(self):
-        if self.model not in ("gpt", "bigram"):
-            raise ConfigError(f"model must be 'gpt' or 'bigram', got {self.model!r}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "gradient_accumulation_steps",
-                     "max_steps", "log_interval", "keep_checkpoints"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_interval", "eval_steps", "save_interval", "sample_tokens", "cpu_threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr_decay_steps is not None and self.lr_decay_steps <= 0:
-            raise ConfigError(f"lr_decay_steps must be positive, got {self.lr_decay_steps}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.learning_rate <= 0 or self.min_lr < 0 or self.min_lr > self.learning_rate:
-            raise ConfigError(
-                f"need 0 <= min_lr <= learning_rate and learning_rate > 0, got learning_rate={self.learning_rate}, "
-                f"min_lr={self.min_lr}"
-            )
-        if self.model == "gpt" and self.n_embd % self.n_head:
-            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-
-    @property
-    def decay_steps(self):
-        return self.lr_decay_steps or self.max_steps
-
-
-# ---------------------------------------------------------------- settings: defaults < YAML < command line
-
-def _field_type(f):
-    """(base type, optional?) of a TrainConfig field."""
-    hints = typing.get_type_hints(TrainConfig)
-    t = hints[f.name]
-    args = typing.get_args(t)
-    if args and type(None) in args:
-        return next(a for a in args if a is not type(None)), True
-    return t, False
-
-
-def _convert(name, value, from_text):
-    """Check/convert one setting; strings from the command line are parsed, YAML values must have the right type."""
-    f = {f.name: f for f in dataclasses.fields(TrainConfig)}.get(name)
-    if f is None:
-        close = [k for k in (f.name for f in dataclasses.fields(TrainConfig)) if k.startswith(name[:3])]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown setting {name!r}{hint}; run scripts/train.py --help for the list")
-    typ, optional = _field_type(f)
-    if value is None or (from_text and optional and value in ("", "none", "None", "null")):
-        if optional:
-            return None
-        raise ConfigError(f"{name} cannot be empty")
-    if from_text:
-        try:
-            if typ is bool:
-                low = value.lower()
-                if low not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                return low in ("true", "1", "yes")
-            return typ(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be {typ.__name__}, got {value!r}") from None
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if typ is int and isinstance(value, float) and value.is_integer():
-        return int(value)  # YAML writes 1e4 as a float
-    if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{name} must be {typ.__name__}, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def build_parser():
-    p = argparse.ArgumentParser(
-        prog="train.py",
-        description="Train gpt_scratch on a text corpus. Settings come from the defaults below, then --config "
-        "YAML, then --key value on the command line.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--config", metavar="YAML", help="YAML file of settings")
-    for f in dataclasses.fields(TrainConfig):
-        typ, _ = _field_type(f)
-        p.add_argument(
-            f"--{f.name}", metavar=typ.__name__.upper(), default=argparse.SUPPRESS,
-            help=f"{f.metadata.get('help', '')} (default: {f.default})",
-        )
-    return p
-
-
-def parse_config(argv=None) -> TrainConfig:
-    args = vars(build_parser().parse_args(argv))
-    values = {}
-    path = args.pop("config", None)
-    if path:
-        import yaml
-
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
-        with open(path, encoding="utf-8") as fh:
-            loaded = yaml.safe_load(fh) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of setting: value")
-        for k, v in loaded.items():
-            values[k] = _convert(k, v, from_text=False)
-    for k, v in args.items():
-        values[k] = _convert(k, v, from_text=True)
-    return TrainConfig(**values)
-
-
-# ---------------------------------------------------------------- pieces of the loop
-
-def lr_at(step, cfg: TrainConfig):
-    """Learning rate for optimizer step `step` (0-based): linear warmup, cosine to min_lr at decay_steps."""
-    if step < cfg.warmup_steps:
-        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
-    if step >= cfg.decay_steps:
-        return cfg.min_lr
-    progress = (step - cfg.warmup_steps) / max(1, cfg.decay_steps - cfg.warmup_steps)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
-
+# ---------------------------------------------------------------- the model
 
 def build_model(cfg: TrainConfig):
+    """A fresh model of cfg's shape, or the pretrained one cfg.init_from names."""
+    if cfg.init_from:
+        return load_pretrained(cfg.init_from, cfg.block_size, cfg.dropout)
     if cfg.model == "bigram":
         from .configuration_bigram import BigramConfig
         from .modeling_bigram import BigramForCausalLM
@@ -231,6 +82,55 @@ def build_model(cfg: TrainConfig):
         GPTConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
                   dropout=cfg.dropout, bias=cfg.bias)
     )
+
+
+def load_pretrained(source, block_size, dropout):
+    """A GPTForCausalLM from a gpt_scratch folder, a transformers GPT-2 folder or a Hub id, for fine-tuning.
+
+    GPT-2 weights go through convert.from_hf_gpt2. The context is cropped to
+    `block_size` (the first positions of the table are kept, as nanoGPT's
+    crop_block_size does) and dropout is the run's.
+    """
+    from transformers import AutoConfig, GPT2LMHeadModel
+
+    from .modeling_gpt import GPTForCausalLM
+
+    hint = ("pass a folder written by save_pretrained (a gpt_scratch model folder or a transformers GPT-2), "
+            "or a Hub id such as openai-community/gpt2 with network access")
+    local = os.path.isdir(source)
+    if not local and (os.path.exists(source) or source.startswith((".", "/")) or source.count("/") > 1):
+        raise ConfigError(f"init_from {source!r} is not a folder; {hint}")
+    try:
+        kind = AutoConfig.from_pretrained(source).model_type
+    except (OSError, ValueError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"init_from {source!r}: cannot read its config ({why}); {hint}") from None
+    try:
+        if kind == "gpt2":
+            from .convert import from_hf_gpt2
+
+            model = from_hf_gpt2(GPT2LMHeadModel.from_pretrained(source))
+        elif kind == "gpt_scratch":
+            model = GPTForCausalLM.from_pretrained(source)
+        else:
+            raise ConfigError(f"init_from {source!r} is a {kind!r} model; only GPT-2 and gpt_scratch GPTs can be "
+                              "fine-tuned here")
+    except (OSError, ValueError) as e:
+        if isinstance(e, GptScratchError):
+            raise
+        raise ConfigError(f"init_from {source!r}: cannot load its weights ({str(e).splitlines()[0]}); {hint}") from None
+    old = model.config
+    if block_size > old.block_size:
+        raise ConfigError(f"block_size {block_size} is longer than init_from {source!r}'s context "
+                          f"({old.block_size} positions); use --block_size {old.block_size} or less")
+    config = copy.deepcopy(old)
+    config.block_size, config.dropout = block_size, dropout
+    new = GPTForCausalLM(config)
+    sd = model.state_dict()
+    sd["transformer.wpe.weight"] = sd["transformer.wpe.weight"][:block_size]
+    new.load_state_dict(sd, strict=True)
+    new.tie_weights()
+    return new.float().train()
 
 
 def model_shape(model) -> dict:
@@ -256,32 +156,14 @@ def make_optimizer(model, cfg: TrainConfig, device_type):
         return torch.optim.AdamW(groups, **kw)
 
 
-def flops_per_token(model, block_size):
-    """Training FLOPs per token, PaLM-style: 6 * params + attention (12 * layers * width * context)."""
-    n = sum(p.numel() for p in model.parameters())
-    c = model.config
-    attn = 12 * getattr(c, "n_layer", 0) * getattr(c, "n_embd", 0) * block_size if hasattr(c, "n_head") else 0
-    return 6 * n + attn
+def forward_kwargs(model):
+    """gpt_scratch's GPT returns only the loss when told (skip_logits); other models get the plain call."""
+    from .modeling_gpt import GPTForCausalLM
+
+    return {"skip_logits": True} if isinstance(model, GPTForCausalLM) else {}
 
 
-def measure_matmul_peak(device, dtype, seconds=0.3, n=None):
-    """FLOP/s of a large square matmul on this device: the denominator of MFU."""
-    n = n or (4096 if device.type == "cuda" else 1024)
-    # its own generator: drawing from the global RNG would shift dropout masks after a resume
-    gen = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    a @ b  # warm up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    count, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        count += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return 2 * n**3 * count / (time.perf_counter() - t0)
-
+# ---------------------------------------------------------------- the machine and the launch
 
 def cpu_threads(cfg, accelerator):
     """Threads for this process: the setting, else OMP_NUM_THREADS, else cores shared by the local processes.
@@ -304,7 +186,7 @@ def _check_bf16_is_fast(cfg):
     """bf16 on a CPU without bf16 instructions (AVX2 only) runs ~100x slower than fp32: refuse it up front."""
     if cfg.mixed_precision != "bf16":
         return
-    peaks = {dt: measure_matmul_peak(torch.device("cpu"), dt, seconds=0.05, n=256)
+    peaks = {dt: measure_matmul_peak(torch.device("cpu"), dt, seconds=0.05, n=256, rounds=2)
              for dt in (torch.float32, torch.bfloat16)}
     if peaks[torch.bfloat16] < 0.5 * peaks[torch.float32]:
         raise ConfigError(
@@ -314,32 +196,55 @@ def _check_bf16_is_fast(cfg):
         )
 
 
-def list_checkpoints(out_dir):
-    """Complete checkpoints (renamed into place) in out_dir, oldest first."""
-    if not os.path.isdir(out_dir):
-        return []
-    found = []
-    for name in os.listdir(out_dir):
-        m = CHECKPOINT_RE.match(name)
-        if m and os.path.isfile(os.path.join(out_dir, name, STATE_FILE)):
-            found.append((int(m.group(1)), os.path.join(out_dir, name)))
-    return [p for _, p in sorted(found)]
+def check_launch(world, env=None, argv=None):
+    """Refuse a launch that asked for more processes than it started (each would train alone, or one would).
+
+    `accelerate launch --cpu --num_processes 2`, and config files with
+    `distributed_type: MULTI_CPU` and no mpirun hostfile, go to Accelerate's
+    single-process launcher: it exports MASTER_ADDR/MASTER_PORT for the
+    processes it was asked for, but starts one, with no WORLD_SIZE or RANK.
+    """
+    env = os.environ if env is None else env
+    args = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    fixes = "\n".join("  " + c.format(args=args) for c in WORKING_LAUNCHES)
+    launched = int(env.get("WORLD_SIZE", "1"))
+    if launched != world:
+        raise ConfigError(f"{launched} processes were launched but Accelerate sees {world}, so each would train "
+                          f"alone; on CPU start them with one of:\n{fixes}")
+    by_accelerate = "ACCELERATE_DYNAMO_BACKEND" in env
+    mpi = any(k in env for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"))
+    if by_accelerate and world == 1 and "MASTER_ADDR" in env and "RANK" not in env and not mpi:
+        raise ConfigError(
+            "accelerate launch was asked for several processes but started ONE (accelerate 1.15 runs "
+            "`--cpu --num_processes N` and `distributed_type: MULTI_CPU` configs without an mpirun hostfile in "
+            f"a single process). For several CPU processes use one of:\n{fixes}\n"
+            "(for one process: python scripts/train.py ...)")
 
 
-def check_checkpoint(path, world_size):
-    """Raise a clear error unless `path` holds everything a resume needs."""
-    if not os.path.isdir(path):
-        raise ResumeError(f"checkpoint {path} does not exist; use --resume auto or a checkpoint-STEP folder")
-    need = [STATE_FILE, "model.safetensors", "optimizer.bin"] + [f"random_states_{i}.pkl" for i in range(world_size)]
-    missing = [f for f in need if not os.path.isfile(os.path.join(path, f))]
-    if missing:
-        raise ResumeError(
-            f"checkpoint {path} is incomplete (missing {', '.join(missing)}); it cannot be resumed. "
-            f"Pick another checkpoint-STEP folder or --resume auto"
-        )
-    with open(os.path.join(path, STATE_FILE)) as f:
-        return json.load(f)
+class _QuietExpectedWarnings(logging.Filter):
+    """Drop Accelerate's 'Removed shared tensor' warning when the names are exactly the model's tied weights.
 
+    The tie is by design (save_pretrained stores it once and re-ties on load);
+    any other shared tensor still warns.
+    """
+
+    def __init__(self, tied):
+        super().__init__()
+        self.tied = set(tied)
+
+    def filter(self, record):
+        msg = record.getMessage()
+        m = re.search(r"Removed shared tensor (\{.*?\}) while saving", msg)
+        if not m:
+            return True
+        try:
+            names = ast.literal_eval(m.group(1))
+        except (ValueError, SyntaxError):
+            return True
+        return not (names and set(names) <= self.tied)
+
+
+# ---------------------------------------------------------------- the run's parts
 
 class StopFlag:
     """Set by SIGTERM/SIGINT; the loop finishes its step, checkpoints and exits."""
@@ -363,55 +268,117 @@ class StopFlag:
             signal.signal(sig, old)
 
 
+def batches(loader, accelerator, state: TrainState):
+    """Training batches forever, epoch after epoch, resuming at state's (epoch, batch_in_epoch)."""
+    while True:
+        loader.set_epoch(state.epoch)
+        it = loader
+        if state.batch_in_epoch:
+            it = accelerator.skip_first_batches(loader, state.batch_in_epoch)
+            it.set_epoch(state.epoch)  # its epoch counter restarts at 0
+        for batch in it:
+            state.batch_in_epoch += 1
+            yield batch
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything setup() builds and the later stages use."""
+
+    cfg: TrainConfig
+    accelerator: object
+    model: object  # prepared (DDP/FSDP-wrapped where that applies)
+    raw_model: object  # the model itself: export, shape, sampling
+    forward: object  # what the loop calls: the prepared model, compiled if asked
+    fwd_kw: dict
+    optimizer: object
+    train_loader: object
+    val_loader: object
+    state: TrainState
+    metrics: MetricsLog
+    throughput: Throughput
+    tokens_per_step: int
+    batch_log: object = None
+
+    @property
+    def world(self):
+        return self.accelerator.num_processes
+
+    def log(self, record):
+        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+        self.metrics.append(record)
+
+    def save(self):
+        save_checkpoint(self.accelerator, self.cfg.out_dir, self.state,
+                        {"model_shape": model_shape(self.raw_model), "config": dataclasses.asdict(self.cfg)},
+                        self.cfg.keep_checkpoints)
+        self.throughput.restart(self.state.tokens_seen)
+
+    def close(self):
+        if self.batch_log is not None:
+            self.batch_log.close()
+
+
 # ---------------------------------------------------------------- the run
 
 def train(cfg: TrainConfig):
-    """Train per `cfg`; returns the path of the exported model folder."""
+    """Train per `cfg`; returns the path of the exported model folder (None when stopped by a signal)."""
+    run = setup(cfg)
+    try:
+        stopped = fit(run)
+    finally:
+        run.close()
+    if stopped:
+        return None
+    val_loss = evaluate(run.forward, run.val_loader, cfg.eval_steps, run.accelerator, run.fwd_kw)
+    run.log({"step": run.state.step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))})
+    if not math.isfinite(val_loss):
+        raise TrainingDiverged(f"the final validation loss is {val_loss}: the model is not exported. "
+                               f"Lower --learning_rate (now {cfg.learning_rate}) and start again")
+    run.accelerator.print(f"final val loss {val_loss:.4f} (perplexity {math.exp(min(val_loss, 50)):.1f})")
+    return finish(run)
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Accelerator, data, model, optimizer, loaders, resume: everything before the first step."""
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
+    from accelerate.utils import DataLoaderConfiguration, set_seed
     from torch.utils.data import DataLoader
 
-    from .data import collate, prepare_datasets
+    from .data import collate, load_training_data
 
     use_cpu = cfg.cpu or not torch.cuda.is_available()
     if cfg.mixed_precision == "fp16" and use_cpu:
         raise ConfigError("mixed_precision fp16 needs a GPU; use bf16 on CPU")
-    log_with = None
-    try:
-        import tensorboard  # noqa: F401
-
-        log_with = "tensorboard"
-    except ImportError:
-        pass
+    if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
+        raise ConfigError(f"out_dir {cfg.out_dir} is a file, not a folder; choose another --out_dir")
     accelerator = Accelerator(
         cpu=use_cpu,  # without cpu=True, CPU processes under torchrun each train alone
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        log_with=log_with,
+        log_with=_tensorboard_if_installed(),
         project_dir=cfg.out_dir,
     )
-    world = accelerator.num_processes
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != world:
-        raise RuntimeError(f"launched {launched} processes but Accelerate sees {world}; each would train alone")
-    is_main = accelerator.is_main_process
-    say = accelerator.print
+    check_launch(accelerator.num_processes)
+    world, say = accelerator.num_processes, accelerator.print
     if accelerator.device.type == "cpu":
         torch.set_num_threads(cpu_threads(cfg, accelerator))
         _check_bf16_is_fast(cfg)
     set_seed(cfg.seed)
+    try:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create out_dir {cfg.out_dir} ({e.strerror or e}); choose another --out_dir") from None
+    if accelerator.is_main_process:
+        remove_stale_temporaries(cfg.out_dir)  # left by a save that never finished
+    accelerator.wait_for_everyone()
 
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    resume_path = _resolve_resume(cfg, accelerator)
-
-    datasets = prepare_datasets(cfg.data, cfg.block_size, cfg.val_fraction, cfg.cache_dir, accelerator=accelerator)
-    train_ds, val_ds = datasets["train"], datasets["validation"]
-
+    train_ds, val_ds = load_training_data(cfg, accelerator)
     model = build_model(cfg)
-    if resume_path:
-        state = check_checkpoint(resume_path, world)
-        _check_same_shape(state["model_shape"], model_shape(model), resume_path)
+    logging.getLogger("accelerate.utils.other").addFilter(_QuietExpectedWarnings(getattr(model, "_tied_weights_keys", None) or ()))
+    resume_path, _ = resolve_resume(cfg.resume, cfg.out_dir, world, cfg.max_steps, model_shape(model), say)
     optimizer = make_optimizer(model, cfg, accelerator.device.type)
     # the loader's own generator: shuffling must not consume the global RNG that dropout uses
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
@@ -425,217 +392,173 @@ def train(cfg: TrainConfig):
             f"the training split has {len(train_ds)} blocks, fewer than one batch per process "
             f"({cfg.batch_size} x {world}); lower batch_size or block_size, or use more text"
         )
+    raw = model
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    raw_model = accelerator.unwrap_model(model)
-    fwd_model = torch.compile(model) if cfg.compile else model
-
-    step, epoch, batch_in_epoch, tokens_seen = 0, 0, 0, 0
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
     if resume_path:
         accelerator.load_state(resume_path)
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        tokens_seen = state["tokens_seen"]
-        say(f"resumed from {resume_path} at step {step}")
-    metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
-    if is_main:
-        _truncate_metrics(metrics_path, step)
+        say(f"resumed from {resume_path} at step {state.step}")
+    metrics = MetricsLog(cfg.out_dir, enabled=accelerator.is_main_process)
+    metrics.keep_until(state.step)
+    if accelerator.is_main_process:
         with open(os.path.join(cfg.out_dir, "run_config.json"), "w") as f:
             json.dump(dataclasses.asdict(cfg), f, indent=2)
     accelerator.init_trackers("gpt_scratch", config={k: v for k, v in dataclasses.asdict(cfg).items() if v is not None})
 
-    n_params = sum(p.numel() for p in raw_model.parameters())
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps * world
     peak = measure_matmul_peak(accelerator.device, torch.bfloat16 if cfg.mixed_precision != "no" else torch.float32)
-    fpt = flops_per_token(raw_model, cfg.block_size)
+    n_params = sum(p.numel() for p in raw.parameters())
     say(f"{cfg.model}: {n_params / 1e6:.2f}M parameters | {len(train_ds)} train / {len(val_ds)} val blocks of "
-        f"{cfg.block_size} tokens | {world} process(es) on {accelerator.device} | {tokens_per_step} tokens/step")
+        f"{cfg.block_size} tokens | {world} process(es) on {accelerator.device} (world size {world}) | "
+        f"{tokens_per_step} tokens/step | matmul peak {peak / 1e9:,.0f} GFLOP/s")
+    batch_log = None
+    if cfg.record_batches:
+        batch_log = open(os.path.join(cfg.out_dir, f"batches-rank{accelerator.process_index}.jsonl"), "a")
+    return Run(cfg=cfg, accelerator=accelerator, model=model, raw_model=raw,
+               forward=torch.compile(model) if cfg.compile else model, fwd_kw=forward_kwargs(raw),
+               optimizer=optimizer, train_loader=train_loader, val_loader=val_loader, state=state, metrics=metrics,
+               throughput=Throughput(flops_per_token(raw, cfg.block_size), peak, world),
+               tokens_per_step=tokens_per_step, batch_log=batch_log)
 
-    batches_path = os.path.join(cfg.out_dir, f"batches-rank{accelerator.process_index}.jsonl")
-    batch_log = open(batches_path, "a") if cfg.record_batches else None
 
-    def batch_stream():
-        nonlocal epoch, batch_in_epoch
-        while True:
-            train_loader.set_epoch(epoch)
-            loader = train_loader
-            if batch_in_epoch:
-                loader = accelerator.skip_first_batches(train_loader, batch_in_epoch)
-                loader.set_epoch(epoch)  # its epoch counter restarts at 0
-            for batch in loader:
-                batch_in_epoch += 1
-                yield batch
-            epoch, batch_in_epoch = epoch + 1, 0
-
-    def log(record):
-        accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
-        if is_main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    stop = StopFlag()
-    stop.install()
+def fit(run: Run) -> bool:
+    """Optimizer steps up to max_steps, with logging, evaluations and checkpoints; True if stopped by a signal."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not is_main, dynamic_ncols=True, desc="train")
-    stream = batch_stream()
-    first_record = step == 0
-    val_loss = None
-    t_last, tokens_last, losses = time.perf_counter(), tokens_seen, []
+    cfg, acc, state = run.cfg, run.accelerator, run.state
+    stop = StopFlag()
+    stop.install()
+    bar = tqdm(total=cfg.max_steps, initial=state.step, disable=not acc.is_main_process, dynamic_ncols=True,
+               desc="train")
+    stream = batches(run.train_loader, acc, state)
+    run.throughput.restart(state.tokens_seen)
+    losses = []
     try:
-        while step < cfg.max_steps:
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
+        while state.step < cfg.max_steps:
+            lr = lr_at(state.step, cfg)
+            for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            fwd_model.train()
-            for _ in range(cfg.gradient_accumulation_steps):
+            run.forward.train()
+            for micro in range(cfg.gradient_accumulation_steps):
                 batch = next(stream)
-                if batch_log is not None:
-                    batch_log.write(json.dumps([_block_hash(b) for b in batch["input_ids"]]) + "\n")
-                with accelerator.accumulate(model):
-                    loss = fwd_model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.grad_clip > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+                if run.batch_log is not None:
+                    run.batch_log.write(json.dumps([_block_hash(b) for b in batch["input_ids"]]) + "\n")
+                with acc.accumulate(run.model):
+                    loss = run.forward(input_ids=batch["input_ids"], labels=batch["labels"], **run.fwd_kw).loss
+                    acc.backward(loss)
+                    grad_norm = None
+                    if acc.sync_gradients and cfg.grad_clip > 0:
+                        grad_norm = acc.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+                    _stop_if_not_finite(run, loss, grad_norm, micro)
+                    run.optimizer.step()
+                    run.optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.detach())
-            step += 1
-            tokens_seen += tokens_per_step
+            state.step += 1
+            state.tokens_seen += run.tokens_per_step
             bar.update(1)
 
-            if step % cfg.log_interval == 0 or step == cfg.max_steps:
-                train_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
-                dt = time.perf_counter() - t_last
-                tps = (tokens_seen - tokens_last) / dt
-                record = {"step": step, "train_loss": train_loss, "lr": lr, "tokens_per_sec": tps,
-                          "mfu": tps * fpt / world / peak, "tokens": tokens_seen}
-                if first_record:
-                    record["world_size"] = world
-                    first_record = False
-                log(record)
-                bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}", mfu=f"{record['mfu']:.1%}")
-                t_last, tokens_last, losses = time.perf_counter(), tokens_seen, []
+            if state.step % cfg.log_interval == 0 or state.step == cfg.max_steps:
+                train_loss = acc.reduce(torch.stack(losses).mean(), reduction="mean").item()
+                tps, mfu = run.throughput.measure(state.tokens_seen)
+                run.log({"step": state.step, "train_loss": train_loss, "lr": lr, "tokens_per_sec": tps, "mfu": mfu,
+                         "tokens": state.tokens_seen, "world_size": run.world})
+                bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}")
+                losses = []
 
-            if cfg.eval_interval and step % cfg.eval_interval == 0 and step < cfg.max_steps:
-                val_loss = evaluate(fwd_model, val_loader, cfg.eval_steps, accelerator)
-                log({"step": step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))})
-                bar.write(f"step {step}: val loss {val_loss:.4f}") if is_main else None
-                t_last = time.perf_counter()  # evaluation is not training throughput
+            if cfg.eval_interval and state.step % cfg.eval_interval == 0 and state.step < cfg.max_steps:
+                val_loss = evaluate(run.forward, run.val_loader, cfg.eval_steps, acc, run.fwd_kw)
+                run.log({"step": state.step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))})
+                if acc.is_main_process:
+                    bar.write(f"step {state.step}: val loss {val_loss:.4f}")
+                run.throughput.restart(state.tokens_seen)  # evaluation is not training throughput
 
-            stopping = _any_process(stop.requested, accelerator)
-            if step == cfg.max_steps or stopping or (cfg.save_interval and step % cfg.save_interval == 0):
-                save_checkpoint(accelerator, cfg, step, epoch, batch_in_epoch, tokens_seen, model_shape(raw_model))
-                t_last = time.perf_counter()
+            stopping = _any_process(stop.requested, acc)
+            if state.step == cfg.max_steps or stopping or (cfg.save_interval and state.step % cfg.save_interval == 0):
+                run.save()
             if stopping:
-                say(f"stopped at step {step}; checkpoint written. Continue with --resume auto")
-                return None
+                acc.print(f"stopped at step {state.step}; checkpoint written. Continue with --resume auto")
+                return True
     finally:
         bar.close()
         stop.restore()
-        if batch_log is not None:
-            batch_log.close()
+    return False
 
-    val_loss = evaluate(fwd_model, val_loader, cfg.eval_steps, accelerator)
-    log({"step": step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))})
-    say(f"final val loss {val_loss:.4f} (perplexity {math.exp(min(val_loss, 50)):.1f})")
-    model_dir = os.path.join(cfg.out_dir, "model")
-    # every process takes part: under FSDP this gathers the shards into one full state dict
-    state_dict = accelerator.get_state_dict(model)
-    sharded = accelerator.distributed_type == DistributedType.FSDP
-    if is_main:
-        export(raw_model, cfg, model_dir, state_dict=state_dict)
-        if cfg.sample_tokens and not sharded:  # a sharded model cannot generate on one process alone
-            say("sample:\n" + sample(raw_model, cfg.sample_tokens, accelerator.device))
-        say(f"model saved to {model_dir}")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # last: it also tears down the process group
-    return model_dir
+
+def _stop_if_not_finite(run, loss, grad_norm, micro):
+    """Raise TrainingDiverged, on every process alike, before a NaN/inf reaches optimizer.step()."""
+    bad = not torch.isfinite(loss.detach()).item() or (grad_norm is not None and not math.isfinite(float(grad_norm)))
+    if not _any_process(bad, run.accelerator):
+        return
+    cfg, step = run.cfg, run.state.step + 1
+    what = f"loss {loss.item()}" if not math.isfinite(loss.item()) else f"gradient norm {float(grad_norm)}"
+    done = list_checkpoints(cfg.out_dir)
+    kept = (f"the newest checkpoint, {done[-1]}, holds finite weights (--resume auto continues from it)"
+            if done else "no checkpoint was written before it")
+    clip = f"--grad_clip 1.0 (now {cfg.grad_clip})" if cfg.grad_clip <= 0 else f"a smaller --grad_clip (now {cfg.grad_clip})"
+    raise TrainingDiverged(
+        f"non-finite {what} at step {step} (micro-batch {micro + 1}): stopped before the optimizer step, so no "
+        f"weight was changed by it; {kept}. Likely fix: lower --learning_rate (now {cfg.learning_rate}) or "
+        f"--warmup_steps longer (now {cfg.warmup_steps}), or {clip}")
 
 
 @torch.no_grad()
-def evaluate(model, loader, max_batches, accelerator):
+def evaluate(model, loader, max_batches, accelerator, fwd_kw=None):
     """Mean validation loss over the first `max_batches` batches (0 = all), across processes."""
     model.eval()
     total, count = torch.zeros((), device=accelerator.device), 0
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
             break
-        total += model(input_ids=batch["input_ids"], labels=batch["labels"]).loss.float()
+        total += model(input_ids=batch["input_ids"], labels=batch["labels"], **(fwd_kw or {})).loss.float()
         count += 1
     mean = accelerator.reduce(total / max(count, 1), reduction="mean")
     model.train()
     return mean.item()
 
 
-def save_checkpoint(accelerator, cfg, step, epoch, batch_in_epoch, tokens_seen, shape):
-    """Write OUT/checkpoint-STEP via a temporary folder; prune old ones only once it is complete."""
-    final = os.path.join(cfg.out_dir, f"checkpoint-{step}")
-    tmp = os.path.join(cfg.out_dir, f".tmp-checkpoint-{step}")
-    if accelerator.is_main_process and os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(tmp)
-    if accelerator.is_main_process:
-        state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "tokens_seen": tokens_seen,
-                 "world_size": accelerator.num_processes, "model_shape": shape, "config": dataclasses.asdict(cfg)}
-        with open(os.path.join(tmp, STATE_FILE), "w") as f:
-            json.dump(state, f, indent=2)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if os.path.exists(final):
-            shutil.rmtree(final)  # same step saved again (e.g. a rerun): replace it
-        os.replace(tmp, final)  # the rename is the moment the checkpoint becomes complete
-        for old in list_checkpoints(cfg.out_dir)[:-cfg.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
+def finish(run: Run):
+    """Export the model folder (every process takes part in gathering it), print a sample, close trackers."""
+    from accelerate.utils import DistributedType
+
+    acc, cfg = run.accelerator, run.cfg
+    model_dir = os.path.join(cfg.out_dir, "model")
+    # every process takes part: under FSDP this gathers the shards into one full state dict
+    state_dict = acc.get_state_dict(run.model)
+    sharded = acc.distributed_type == DistributedType.FSDP
+    if acc.is_main_process:
+        export(run.raw_model, cfg, model_dir, state_dict=state_dict)
+        if cfg.sample_tokens and not sharded:  # a sharded model cannot generate on one process alone
+            acc.print("sample:\n" + sample(run.raw_model, cfg.sample_tokens, acc.device))
+        acc.print(f"model saved to {model_dir}")
+    acc.wait_for_everyone()
+    acc.end_training()  # last: it also tears down the process group
+    return model_dir
 
 
 def export(model, cfg, model_dir, state_dict=None):
     """The final folder: weights + tokenizer (from_pretrained / pipeline), metrics, loss curve, model card."""
     from .export import save_model_folder
-
-    tmp = model_dir + ".tmp"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    save_model_folder(model, tmp, state_dict=state_dict)
-    for name in ("metrics.jsonl", "run_config.json"):
-        shutil.copy(os.path.join(cfg.out_dir, name), os.path.join(tmp, name))
-    plot_losses(os.path.join(cfg.out_dir, "metrics.jsonl"), os.path.join(tmp, "loss.png"))
-    shutil.copy(os.path.join(tmp, "loss.png"), os.path.join(cfg.out_dir, "loss.png"))
     from .hub import write_model_card
 
-    write_model_card(tmp)
-    if os.path.exists(model_dir):
-        shutil.rmtree(model_dir)
-    os.replace(tmp, model_dir)
-
-
-def plot_losses(metrics_path, png_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train, val = [], []
-    with open(metrics_path) as f:
-        for line in f:
-            r = json.loads(line)
-            if "train_loss" in r:
-                train.append((r["step"], r["train_loss"]))
-            if "val_loss" in r:
-                val.append((r["step"], r["val_loss"]))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train), label="train")
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    tmp = model_dir + ".tmp"
+    try:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+        save_model_folder(model, tmp, state_dict=state_dict)
+        for name in ("metrics.jsonl", "run_config.json"):
+            shutil.copy(os.path.join(cfg.out_dir, name), os.path.join(tmp, name))
+        plot_losses(os.path.join(cfg.out_dir, "metrics.jsonl"), os.path.join(tmp, "loss.png"))
+        shutil.copy(os.path.join(tmp, "loss.png"), os.path.join(cfg.out_dir, "loss.png"))
+        write_model_card(tmp)
+        fsync_tree(tmp)
+        if os.path.exists(model_dir):
+            shutil.rmtree(model_dir)
+        os.replace(tmp, model_dir)
+        fsync_dir(cfg.out_dir)
+    except (OSError, RuntimeError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise disk_fault("the model folder", model_dir, e) from e
 
 
 @torch.no_grad()
@@ -654,43 +577,12 @@ def sample(model, n_tokens, device):
 
 # ---------------------------------------------------------------- helpers
 
-def _resolve_resume(cfg, accelerator):
-    stale = [n for n in os.listdir(cfg.out_dir) if n.startswith(".tmp-checkpoint-")]
-    if accelerator.is_main_process:
-        for name in stale:  # left by a save that never finished
-            shutil.rmtree(os.path.join(cfg.out_dir, name), ignore_errors=True)
-    if not cfg.resume:
-        existing = list_checkpoints(cfg.out_dir)
-        if existing:
-            # a fresh run would interleave its checkpoints with these and prune the wrong ones
-            raise ResumeError(f"{cfg.out_dir} holds checkpoints of an earlier run (newest {existing[-1]}); "
-                              "pass --resume auto to continue it, or choose another out_dir")
+def _tensorboard_if_installed():
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
         return None
-    if cfg.resume == "auto":
-        existing = list_checkpoints(cfg.out_dir)
-        if not existing:
-            accelerator.print(f"--resume auto: no checkpoint in {cfg.out_dir}, starting fresh")
-            return None
-        return existing[-1]
-    return cfg.resume
-
-
-def _check_same_shape(saved, current, path):
-    diff = {k: (saved.get(k), current.get(k)) for k in current if saved.get(k) != current.get(k)}
-    if diff:
-        fields = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in diff.items())
-        raise ResumeError(f"cannot resume {path}: the model shape differs ({fields}); "
-                         "use the checkpoint's settings or start a new out_dir")
-
-
-def _truncate_metrics(path, step):
-    """Drop records past `step` (written after the checkpoint we resume from), so the log matches the run."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    with open(path, "w") as f:
-        f.writelines(keep)
+    return "tensorboard"
 
 
 def _any_process(flag, accelerator):
@@ -706,16 +598,9 @@ def _block_hash(ids):
     return hashlib.sha1(ids.cpu().numpy().tobytes()).hexdigest()[:16]
 
 
-def main(argv=None):
-    try:
-        cfg = parse_config(argv)
-    except ConfigError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        raise SystemExit(2)
-    from .data import DataError
+def _run(argv):
+    return train(parse_config(argv))
 
-    try:
-        train(cfg)
-    except (ConfigError, DataError, ResumeError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+
+def main(argv=None):
+    return run_cli("train.py", _run, argv)

@@ -226,8 +226,9 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, corpus, monkeypatc
         return real_save(self, output_dir, **kw)
 
     monkeypatch.setattr(Accelerator, "save_state", failing_save)
-    with pytest.raises(OSError):
+    with pytest.raises(SystemExit) as e:
         training.main(tiny_args(corpus, out, max_steps=8, save_interval=2, keep_checkpoints=1, eval_interval=0))
+    assert e.value.code == 1  # the environment, not the input
     monkeypatch.setattr(Accelerator, "save_state", real_save)
     assert [os.path.basename(p) for p in training.list_checkpoints(out)] == ["checkpoint-2"]
     state = training.check_checkpoint(str(out / "checkpoint-2"), 1)

@@ -290,24 +290,55 @@ def test_sigterm_finishes_step_saves_and_exits_cleanly(tmp_path, corpus):
     assert not (out / "model").exists()
 
 
-# ---------------------------------------------------------------- two CPU processes
+# ---------------------------------------------------------------- two CPU processes, launched as the README says
 
-def test_two_cpu_processes_share_the_data_and_match_one(tmp_path, corpus):
+def readme_command(prefix):
+    """The README line that starts with `prefix`, split like a shell would."""
+    import shlex
+
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip().startswith(prefix)]
+    assert len(lines) == 1, f"README should print exactly one `{prefix} ...` command, found {lines}"
+    return shlex.split(lines[0])
+
+
+def run_readme_launch(prefix, extra, timeout=600):
+    cmd = readme_command(prefix) + extra
+    return subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def check_world_size_2(proc, out, steps):
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "(world size 2)" in proc.stdout + proc.stderr
+    train_recs = [r for r in records(out) if "train_loss" in r]
+    assert [r["step"] for r in train_recs] == list(range(1, steps + 1)), "one set of step records"
+    assert {r["world_size"] for r in train_recs} == {2}
+    assert [n for n in os.listdir(out) if n == "model" or n.startswith("model")] == ["model"]
+    assert training.check_checkpoint(training.list_checkpoints(out)[-1], 2)["world_size"] == 2
+
+
+def test_readme_accelerate_config_launch_trains_on_two_processes(tmp_path, corpus):
+    out = tmp_path / "acc"
+    p = run_readme_launch("accelerate launch --config_file configs/accelerate/cpu-2proc.yaml",
+                          tiny_args(corpus, out, n_layer=1, batch_size=2, max_steps=4, eval_interval=0))
+    check_world_size_2(p, out, 4)
+    # quiet when nothing is wrong: no launcher defaults warning, no warning about the tied lm_head
+    assert "were not passed to `accelerate launch`" not in p.stderr
+    assert "Removed shared tensor" not in p.stderr + p.stdout
+
+
+def test_readme_torchrun_launch_shares_the_data_and_matches_one_process(tmp_path, corpus):
     from gpt_scratch.data import build_datasets
 
     two, one = tmp_path / "two", tmp_path / "one"
     steps = 6
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", TRAIN_PY]
-    p = subprocess.run(
-        torchrun + tiny_args(corpus, two, batch_size=2, max_steps=steps, dropout=0.0, record_batches=True,
-                             eval_interval=0, save_interval=0),
-        env=child_env(), capture_output=True, text=True, timeout=600,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
+    p = run_readme_launch("torchrun --standalone --nproc_per_node 2",
+                          tiny_args(corpus, two, batch_size=2, max_steps=steps, dropout=0.0, record_batches=True,
+                                    eval_interval=0, save_interval=0))
+    check_world_size_2(p, two, steps)
     q = run_train(tiny_args(corpus, one, batch_size=4, max_steps=steps, dropout=0.0, eval_interval=0, save_interval=0))
     assert q.returncode == 0, q.stderr[-3000:]
 
-    assert records(two)[0]["world_size"] == 2
     seen = []
     for rank in (0, 1):
         with open(two / f"batches-rank{rank}.jsonl") as f:
@@ -322,6 +353,28 @@ def test_two_cpu_processes_share_the_data_and_match_one(tmp_path, corpus):
     v2 = [r["val_loss"] for r in records(two) if "val_loss" in r][-1]
     v1 = [r["val_loss"] for r in records(one) if "val_loss" in r][-1]
     assert abs(v2 - v1) < 0.05 * v1
+
+
+def test_launch_that_starts_fewer_processes_than_asked_is_refused(tmp_path, corpus):
+    # accelerate 1.15 turns `--cpu --num_processes 2` into ONE process; it must not train alone silently
+    out = tmp_path / "r"
+    args = tiny_args(corpus, out, max_steps=2)
+    p = subprocess.run(["accelerate", "launch", "--cpu", "--num_processes", "2", TRAIN_PY] + args, cwd=REPO,
+                       env=child_env(), capture_output=True, text=True, timeout=300)
+    # (accelerate's launcher then adds its own CalledProcessError traceback: not ours to silence)
+    assert p.returncode != 0 and "train.py: error: accelerate launch was asked for several processes" in p.stderr
+    assert "started ONE" in p.stderr and "gpt_scratch/" not in p.stderr  # no traceback from the project
+    assert "accelerate launch --config_file configs/accelerate/cpu-2proc.yaml scripts/train.py --data" in p.stderr
+    assert "torchrun --standalone --nproc_per_node 2 scripts/train.py --data" in p.stderr
+    assert not os.path.exists(out / "metrics.jsonl")
+
+
+def test_world_size_mismatch_is_refused():
+    with pytest.raises(ConfigError, match="each would train alone"):
+        training.check_launch(1, env={"WORLD_SIZE": "2"}, argv=[])
+    training.check_launch(2, env={"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "x",
+                                  "ACCELERATE_DYNAMO_BACKEND": "NO"}, argv=[])
+    training.check_launch(1, env={"ACCELERATE_DYNAMO_BACKEND": "NO"}, argv=[])  # a plain 1-process launch
 
 
 def test_cpu_threads_ignore_accelerate_launch_default(monkeypatch):

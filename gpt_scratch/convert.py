@@ -11,6 +11,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from .configuration_gpt import GPTConfig
+from .errors import ModelFolderError, run_cli
 from .modeling_gpt import GPTForCausalLM
 
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -28,15 +29,53 @@ def _check_supported(hf_config):
     if getattr(hf_config, "add_cross_attention", False):
         problems.append("cross-attention")
     if problems:
-        raise ValueError("this GPT-2 variant cannot be converted: " + "; ".join(problems))
+        raise ModelFolderError("this GPT-2 variant cannot be converted: " + "; ".join(problems) +
+                               "; only GPT-2's own architecture maps onto gpt_scratch's GPT")
+
+
+FROM_HF_INPUT = ("a folder written by transformers' GPT2LMHeadModel.save_pretrained "
+                 "(config.json with model_type gpt2 + model.safetensors)")
+TO_HF_INPUT = "a gpt_scratch GPT folder (config.json with model_type gpt_scratch + model.safetensors)"
+
+
+def _check_input_folder(path, expect, what):
+    """The config dict of `path`, refusing a missing folder or one of another model type, with the right flag."""
+    from .model_folder import read_config_dict
+
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        state = "is a file" if os.path.exists(path) else "does not exist"
+        raise ModelFolderError(f"{path} {state}: pass {what}")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ModelFolderError(f"{path} holds no config.json: pass {what}")
+    model_type = read_config_dict(path)["model_type"]
+    if model_type != expect:
+        if model_type == "gpt_scratch":
+            hint = f"it is already a gpt_scratch GPT; to turn it into stock GPT-2 use --to-hf {path}"
+        elif model_type == "gpt2":
+            hint = f"it is a stock transformers GPT-2; to import it into gpt_scratch use --from-hf {path}"
+        elif model_type == "gpt_scratch_bigram":
+            hint = "it is gpt_scratch's bigram baseline, which has no GPT-2 equivalent"
+        else:
+            hint = f"it holds a {model_type!r} model"
+        raise ModelFolderError(f"{path} has model_type {model_type!r}, not {expect!r}: {hint}")
+
+
+def load_hf_gpt2(path):
+    """transformers' GPT2LMHeadModel from a folder, refused (ModelFolderError) when its weights do not fit.
+
+    from_pretrained alone would fill missing tensors with random weights.
+    """
+    from .model_folder import load_model
+
+    _check_input_folder(path, "gpt2", FROM_HF_INPUT)
+    return load_model(path, model_class=GPT2LMHeadModel).train()  # from_pretrained's mode, as before
 
 
 def from_hf_gpt2(path_or_model) -> GPTForCausalLM:
     """A GPTForCausalLM with the weights of a transformers GPT-2 (a model or a folder it saved)."""
     if isinstance(path_or_model, (str, os.PathLike)):
-        if not os.path.isdir(path_or_model):
-            raise FileNotFoundError(f"{path_or_model} is not a folder holding a saved GPT-2 (config.json + weights)")
-        hf = GPT2LMHeadModel.from_pretrained(path_or_model)
+        hf = load_hf_gpt2(path_or_model)
     elif isinstance(path_or_model, GPT2LMHeadModel):
         hf = path_or_model
     else:
@@ -102,36 +141,62 @@ def to_hf_gpt2(model: GPTForCausalLM) -> GPT2LMHeadModel:
     return hf.to(next(model.parameters()).dtype).train(model.training)
 
 
+def _check_out(out):
+    """--out must be a new or an empty folder: nothing that is there gets overwritten."""
+    if not os.path.exists(out):
+        return
+    if not os.path.isdir(out):
+        raise ModelFolderError(f"--out {out} is a file, not a folder: choose a new folder name")
+    if os.path.exists(os.path.join(out, "config.json")):
+        raise ModelFolderError(f"{out} already holds a model; choose an empty --out folder so nothing is overwritten")
+    if os.listdir(out):
+        raise ModelFolderError(f"--out {out} is not empty ({', '.join(sorted(os.listdir(out))[:3])} ...): choose a "
+                               "new or empty folder so nothing is overwritten")
+
+
 def main(argv=None):
-    """Command line: convert a GPT-2 folder between transformers' format and gpt_scratch's."""
+    """Command line: convert a GPT-2 folder between transformers' format and gpt_scratch's.
+
+    The output is written into a temporary folder beside --out, fsync'ed and renamed, so a
+    full disk or a kill leaves no half folder and the same command can simply be run again.
+    Bad input exits with code 2, the environment (disk full, permissions) with code 1.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one line of output when all goes well
+    return run_cli("convert_gpt2.py", _main, argv)
+
+
+def _main(argv):
     import argparse
 
-    from .export import save_model_folder
+    from .model_folder import load_model, save_model_folder, write_folder
+    from .tokenizer import save_tokenizer
 
-    p = argparse.ArgumentParser(description=main.__doc__)
+    p = argparse.ArgumentParser(prog="convert_gpt2.py", description=main.__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-hf", metavar="DIR", help="a transformers GPT-2 folder (GPT2LMHeadModel) to import")
     src.add_argument("--to-hf", metavar="DIR", help="a gpt_scratch folder to export as stock GPT-2")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (must not hold a model already)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (new, or empty)")
     args = p.parse_args(argv)
 
     in_dir = args.from_hf or args.to_hf
-    if not os.path.isfile(os.path.join(in_dir, "config.json")):
-        p.error(f"{in_dir} holds no config.json: pass a folder written by save_pretrained")
-    if os.path.exists(os.path.join(args.out, "config.json")):
-        p.error(f"{args.out} already holds a model; choose an empty --out folder so nothing is overwritten")
+    _check_input_folder(in_dir, "gpt2" if args.from_hf else "gpt_scratch",
+                        FROM_HF_INPUT if args.from_hf else TO_HF_INPUT)
+    _check_out(args.out)
     if args.from_hf:
         model = from_hf_gpt2(in_dir)
         save_model_folder(model, args.out)
     else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(in_dir)
+        model = load_model(in_dir)
         if not isinstance(model, GPTForCausalLM):
-            p.error(f"{in_dir} is a {type(model).__name__}, not a gpt_scratch GPT")
+            raise ModelFolderError(f"{in_dir} is a {type(model).__name__}, not a gpt_scratch GPT")
         hf = to_hf_gpt2(model)
-        hf.save_pretrained(args.out)
-        from .tokenizer import save_tokenizer
 
-        save_tokenizer(args.out, model_max_length=model.config.block_size)
+        def write(tmp):
+            hf.save_pretrained(tmp)
+            save_tokenizer(tmp, model_max_length=model.config.block_size)
+
+        write_folder(args.out, write)
     print(f"wrote {args.out}")
+    return 0

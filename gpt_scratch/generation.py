@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, TextStreamer, set_seed
 # Being inside gpt_scratch, this module is only imported after gpt_scratch/__init__.py has
 # registered the GPT and bigram classes with AutoConfig/AutoModelForCausalLM: both load below.
 from .errors import ModelFolderError, run_cli
-from .model_folder import check_json_file, load_config, load_model, read_config_dict, weight_files
+from .model_folder import check_json_file, check_weight_names, load_config, load_model, read_config_dict, weight_files
 from .tokenizer import load_tokenizer
 
 DEFAULT_MAX_NEW_TOKENS = 200
@@ -222,6 +222,7 @@ def _main(argv, stdin):
     device = _resolve_device(parser, args.device)
 
     config = load_config(args.model)
+    check_weight_names(args.model, config)  # the safetensors header only: cheap, before the tokenizer
     block_size = getattr(config, "max_position_embeddings", None)
     tokenizer = _load_tokenizer(args.model, block_size)
 

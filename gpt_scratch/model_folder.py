@@ -144,20 +144,12 @@ def _write_model_files(model, out_dir, state_dict):
     save_tokenizer(out_dir, model_max_length=model.config.block_size)
 
 
-def save_model_folder(model, out_dir, state_dict=None):
-    """save_pretrained (safetensors, config, generation config, remote-code files) + tokenizer files, atomically.
+def write_folder(out_dir, write):
+    """Call write(tmp) on a staging folder beside `out_dir`, then publish it there with fsync + rename.
 
-    Written into a temporary sibling folder, fsync'ed, then renamed to `out_dir`;
-    a folder already at `out_dir` is replaced as a whole once the new one is
-    durable. On any failure the temporary folder is removed and `out_dir` is
-    as it was; a full disk or a permission problem raises EnvironmentFault.
-
-    The tokenizer's model_max_length is the model's block_size, so pipelines
-    never feed it more positions than it has. Unless the model's generation
-    config already sets a length, the saved one gets
-    max_new_tokens = default_max_new_tokens(block_size); the model passed in is
-    not modified. `state_dict` replaces the model's own (a full one gathered
-    from sharded FSDP training, for instance).
+    On any failure the staging folder is removed and `out_dir` is left as it was;
+    an OSError (a full disk, permissions) or a writer's disk-full error becomes an
+    EnvironmentFault that says so.
     """
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -169,14 +161,32 @@ def save_model_folder(model, out_dir, state_dict=None):
     except OSError as e:
         raise environment_fault(e, f"creating a folder for {out_dir}") from e
     try:
-        _write_model_files(model, tmp, state_dict)
+        write(tmp)
         publish_folder(tmp, out_dir)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError) or is_disk_full(e):
-            raise environment_fault(e, f"writing the model folder {out_dir}") from e
+            raise environment_fault(e, f"writing {out_dir}") from e
         raise
     return out_dir
+
+
+def save_model_folder(model, out_dir, state_dict=None):
+    """save_pretrained (safetensors, config, generation config, remote-code files) + tokenizer files, atomically.
+
+    Written into a temporary sibling folder, fsync'ed, then renamed to `out_dir`
+    (see `write_folder`); a folder already at `out_dir` is replaced as a whole
+    once the new one is durable. On any failure `out_dir` is as it was; a full
+    disk or a permission problem raises EnvironmentFault.
+
+    The tokenizer's model_max_length is the model's block_size, so pipelines
+    never feed it more positions than it has. Unless the model's generation
+    config already sets a length, the saved one gets
+    max_new_tokens = default_max_new_tokens(block_size); the model passed in is
+    not modified. `state_dict` replaces the model's own (a full one gathered
+    from sharded FSDP training, for instance).
+    """
+    return write_folder(out_dir, lambda tmp: _write_model_files(model, tmp, state_dict))
 
 
 # ---------------------------------------------------------------------------
@@ -433,6 +443,10 @@ def load_model(folder, config=None, device="cpu", model_class=None):
     check_weight_names(folder, config)
     if model_class is None:
         from transformers import AutoModelForCausalLM as model_class
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report would come before our own, clearer refusal
     try:
         model, info = model_class.from_pretrained(folder, config=config, output_loading_info=True)
     except OSError as e:
@@ -440,6 +454,8 @@ def load_model(folder, config=None, device="cpu", model_class=None):
     except Exception as e:  # the checks above passed, so this is a file transformers still cannot use
         raise ModelFolderError(f"transformers cannot load the model in {folder}: {type(e).__name__}: {e}; "
                                "re-save the model folder") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     check_loading_info(folder, info)
     check_finite(model.state_dict().items(), os.path.join(os.fspath(folder), WEIGHTS_FILE))
     return model.to(device).eval()

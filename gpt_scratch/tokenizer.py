@@ -126,6 +126,11 @@ def load_tokenizer(model_max_length: int = 1024):
     """
     from transformers import GPT2Tokenizer  # tokenizers-backed (fast) class in transformers 5
 
+    from .errors import ConfigError
+
+    if isinstance(model_max_length, bool) or not isinstance(model_max_length, int) or model_max_length <= 0:
+        raise ConfigError(f"model_max_length must be a positive integer (the model's block_size, e.g. 1024), "
+                          f"got {model_max_length!r}")
     vocab, merges = _vocab_and_merges()
     return GPT2Tokenizer(
         vocab=dict(vocab),

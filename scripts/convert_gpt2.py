@@ -4,7 +4,9 @@
     python scripts/convert_gpt2.py --to-hf out/shakespeare/model --out shakespeare-hf
 """
 
+import sys
+
 from gpt_scratch.convert import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

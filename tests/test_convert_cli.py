@@ -43,8 +43,8 @@ def test_convert_refuses_to_overwrite_and_missing_input(tmp_path, capsys):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "config.json").write_text("{}")
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "config.json").write_text("{}")
-    with pytest.raises(SystemExit):
+    (tmp_path / "in" / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(SystemExit) as e:
         main(["--from-hf", str(tmp_path / "in"), "--out", str(tmp_path / "o")])
-    assert "already holds a model" in capsys.readouterr().err
+    assert e.value.code == 2 and "already holds a model" in capsys.readouterr().err
     assert (tmp_path / "o" / "config.json").read_text() == "{}"

@@ -319,8 +319,13 @@ def check_world_size_2(proc, out, steps):
 
 def test_readme_accelerate_config_launch_trains_on_two_processes(tmp_path, corpus):
     out = tmp_path / "acc"
-    p = run_readme_launch("accelerate launch --config_file configs/accelerate/cpu-2proc.yaml",
-                          tiny_args(corpus, out, n_layer=1, batch_size=2, max_steps=4, eval_interval=0))
+    launch = "accelerate launch --config_file configs/accelerate/cpu-2proc.yaml"
+    common = dict(n_layer=1, batch_size=2, eval_interval=0, save_interval=2, lr_decay_steps=4)
+    first = run_readme_launch(launch, tiny_args(corpus, out, max_steps=2, **common))
+    assert first.returncode == 0, first.stderr[-3000:]
+    # stopped at step 2, resumed under DDP (2 processes) to step 4
+    p = run_readme_launch(launch, tiny_args(corpus, out, max_steps=4, resume="auto", **common))
+    assert "resumed from" in p.stdout and "checkpoint-2" in p.stdout
     check_world_size_2(p, out, 4)
     # quiet when nothing is wrong: no launcher defaults warning, no warning about the tied lm_head
     assert "were not passed to `accelerate launch`" not in p.stderr

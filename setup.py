@@ -23,5 +23,5 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"dev": ["pytest"]},
+    extras_require={"dev": ["pytest", "parameterized"]},  # parameterized: transformers' common tests
 )

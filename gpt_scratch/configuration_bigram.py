@@ -4,20 +4,22 @@ A bigram model has no layers and no positions: `block_size` is only the longest
 context it accepts, kept so the bigram obeys the same length contract as the GPT
 (and so tokenizers and pipelines get the same limit).
 
-This file is copied next to saved weights for `trust_remote_code` loading, so it
-imports nothing from gpt_scratch.
+This file is copied next to saved weights for `trust_remote_code` loading, with
+the sibling modules it imports (config_checks.py, errors.py).
 """
 
 from transformers import PretrainedConfig
 
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+from .config_checks import (
+    check_no_misspelt_fields,
+    check_positive_int,
+    check_positive_number,
+    check_special_token_ids,
+)
 
 
 class BigramConfig(PretrainedConfig):
-    """Bigram hyper-parameters. Invalid values raise ValueError naming the field."""
+    """Bigram hyper-parameters. Invalid values raise ConfigError (a ValueError) naming the field."""
 
     model_type = "gpt_scratch_bigram"
     attribute_map = {
@@ -33,7 +35,7 @@ class BigramConfig(PretrainedConfig):
     tie_word_embeddings: bool = True
     use_cache: bool = True
     bos_token_id: int | None = 50256
-    eos_token_id: int | None = 50256
+    eos_token_id: int | list[int] | None = 50256
     pad_token_id: int | None = None
 
     # DynamicCache(config=...) sizes itself from num_hidden_layers. The bigram keeps a
@@ -44,18 +46,9 @@ class BigramConfig(PretrainedConfig):
         return 1
 
     def __post_init__(self, **kwargs):
+        check_no_misspelt_fields(self, kwargs)
         for name in ("vocab_size", "n_embd", "block_size"):
-            _check_positive_int(name, getattr(self, name))
-        if (
-            isinstance(self.initializer_range, bool)
-            or not isinstance(self.initializer_range, (int, float))
-            or self.initializer_range <= 0
-        ):
-            raise ValueError(f"initializer_range must be a positive number, got {self.initializer_range!r}")
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            value = getattr(self, name)
-            ids = value if isinstance(value, list) and name == "eos_token_id" else [value]  # eos may be a list
-            for i in ids:
-                if i is not None and (isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.vocab_size):
-                    raise ValueError(f"{name} must be None or a token id in [0, {self.vocab_size}), got {value!r}")
+            check_positive_int(name, getattr(self, name))
+        check_positive_number("initializer_range", self.initializer_range)
+        check_special_token_ids(self)
         super().__post_init__(**kwargs)

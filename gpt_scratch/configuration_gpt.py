@@ -4,20 +4,24 @@ Field names follow nanoGPT (block_size, n_layer, n_head, n_embd, dropout, bias);
 `attribute_map` exposes them under the names generic transformers code reads
 (hidden_size, num_hidden_layers, ...). Defaults are GPT-2 124M.
 
-This file is copied next to saved weights for `trust_remote_code` loading, so it
-imports nothing from gpt_scratch.
+This file is copied next to saved weights for `trust_remote_code` loading, with
+the sibling modules it imports (config_checks.py, errors.py).
 """
 
 from transformers import PretrainedConfig
 
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+from .config_checks import (
+    check_bool,
+    check_no_misspelt_fields,
+    check_positive_int,
+    check_positive_number,
+    check_probability,
+    check_special_token_ids,
+)
 
 
 class GPTConfig(PretrainedConfig):
-    """GPT-2 hyper-parameters. Invalid values raise ValueError naming the field."""
+    """GPT-2 hyper-parameters. Invalid values raise ConfigError (a ValueError) naming the field."""
 
     model_type = "gpt_scratch"
     attribute_map = {
@@ -25,6 +29,7 @@ class GPTConfig(PretrainedConfig):
         "num_hidden_layers": "n_layer",
         "num_attention_heads": "n_head",
         "max_position_embeddings": "block_size",
+        "layer_norm_eps": "layer_norm_epsilon",
     }
 
     vocab_size: int = 50257
@@ -40,21 +45,21 @@ class GPTConfig(PretrainedConfig):
     tie_word_embeddings: bool = True
     use_cache: bool = True
     bos_token_id: int | None = 50256
-    eos_token_id: int | None = 50256
+    eos_token_id: int | list[int] | None = 50256
     pad_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
+        check_no_misspelt_fields(self, kwargs)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"choose n_head among the divisors of n_embd"
             )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.bias, bool):
-            raise ValueError(f"bias must be true or false, got {self.bias!r}")
-        if not isinstance(self.initializer_range, (int, float)) or self.initializer_range <= 0:
-            raise ValueError(f"initializer_range must be a positive number, got {self.initializer_range!r}")
+        check_probability("dropout", self.dropout)
+        check_bool("bias", self.bias)
+        check_positive_number("layer_norm_epsilon", self.layer_norm_epsilon)
+        check_positive_number("initializer_range", self.initializer_range)
+        check_special_token_ids(self)
         super().__post_init__(**kwargs)

@@ -4,7 +4,7 @@ Importing the package registers the model with transformers' Auto classes, so
 `AutoModelForCausalLM.from_pretrained(dir)` works on folders it saved.
 """
 
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .configuration_bigram import BigramConfig
 from .configuration_gpt import GPTConfig
@@ -14,10 +14,12 @@ from .tokenizer import load_tiktoken, load_tokenizer, save_tokenizer
 
 # In-process lookup by model_type (no trust_remote_code needed once gpt_scratch is imported).
 AutoConfig.register(GPTConfig.model_type, GPTConfig, exist_ok=True)
+AutoModel.register(GPTConfig, GPTModel, exist_ok=True)
 AutoModelForCausalLM.register(GPTConfig, GPTForCausalLM, exist_ok=True)
 # save_pretrained then also writes auto_map and copies the two source files,
 # so the folder loads with trust_remote_code=True where gpt_scratch is absent.
 GPTConfig.register_for_auto_class()
+GPTModel.register_for_auto_class("AutoModel")
 GPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 # The bigram baseline, registered the same way.
 AutoConfig.register(BigramConfig.model_type, BigramConfig, exist_ok=True)

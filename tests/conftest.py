@@ -38,3 +38,44 @@ def _offline_hf(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+# transformers' common tests (test_transformers_common.py) run on gpt_scratch and on GPT-2.
+# Their counts are printed side by side; a test GPT-2 passes that gpt_scratch skips or fails
+# fails the run.
+COMMON_CLASSES = {"GPTScratchCommonTest": "gpt_scratch", "GPT2ReferenceCommonTest": "GPT-2"}
+_common_outcomes = {}
+
+
+def pytest_runtest_logreport(report):
+    parts = report.nodeid.split("::")
+    if len(parts) < 3 or parts[-2] not in COMMON_CLASSES:
+        return
+    if report.when == "call" or report.outcome != "passed":  # setup skips/errors count too
+        _common_outcomes.setdefault(parts[-2], {})[parts[-1]] = report.outcome
+
+
+def _common_gaps():
+    ours = _common_outcomes.get("GPTScratchCommonTest", {})
+    ref = _common_outcomes.get("GPT2ReferenceCommonTest", {})
+    return sorted(name for name, outcome in ref.items() if outcome == "passed" and ours.get(name) != "passed")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _common_outcomes:
+        return
+    tr = terminalreporter
+    tr.section("transformers common model tests")
+    for cls, label in COMMON_CLASSES.items():
+        outcomes = list(_common_outcomes.get(cls, {}).values())
+        counts = {k: outcomes.count(k) for k in ("passed", "failed", "skipped")}
+        tr.write_line(f"{label:12s} {counts['passed']} passed, {counts['failed']} failed, "
+                      f"{counts['skipped']} skipped of {len(outcomes)}")
+    gaps = _common_gaps()
+    if gaps and len(_common_outcomes) == 2:
+        tr.write_line("passed for GPT-2 but not for gpt_scratch: " + ", ".join(gaps))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if len(_common_outcomes) == 2 and _common_gaps() and exitstatus == 0:
+        session.exitstatus = 1

@@ -174,43 +174,6 @@ def test_beam_search_matches_transformers_gpt2():
         assert torch.equal(hf.generate(ids, **kw), ours.generate(ids, **kw))
 
 
-def test_kv_cache_appends_survive_crop_and_reorder():
-    from gpt_scratch.modeling_gpt import append_to_cache
-
-    cache = DynamicCache()
-    chunks = [torch.randn(2, 3, t, 4) for t in (5, 1, 1, 3)]
-    for c in chunks:
-        k, v = append_to_cache(cache, c, c + 1, 0)
-    full = torch.cat(chunks, dim=2)
-    assert torch.equal(k, full) and torch.equal(v, full + 1) and cache.get_seq_length() == 10
-    cache.crop(-4)  # as assisted generation does
-    new = torch.randn(2, 3, 2, 4)
-    k, _ = append_to_cache(cache, new, new, 0)
-    assert torch.equal(k, torch.cat([full[:, :, :6], new], dim=2))
-    cache.reorder_cache(torch.tensor([1, 0]))  # as beam search does
-    last = torch.randn(2, 3, 1, 4)
-    k, _ = append_to_cache(cache, last, last, 0)
-    assert torch.equal(k, torch.cat([torch.cat([full[:, :, :6], new], dim=2)[[1, 0]], last], dim=2))
-
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_linear_decoding_path_equals_nn_linear(bias):
-    # under no_grad, 2..64 rows take (W @ x.T).T; any other call nn.Linear's x @ W.T
-    from gpt_scratch.modeling_gpt import Linear
-
-    torch.manual_seed(0)
-    lin = Linear(48, 80, bias=bias)
-    for shape in [(1, 1, 48), (2, 48), (3, 5, 48), (8, 1, 48), (64, 48), (5, 13, 48)]:
-        x = torch.randn(shape)
-        ref = F.linear(x, lin.weight, lin.bias)
-        with torch.no_grad():
-            y = lin(x)
-            y2 = lin(lin(x)[..., :48])  # a transposed-view output fed back in
-        assert y.shape == ref.shape
-        torch.testing.assert_close(y, ref)
-        torch.testing.assert_close(y2, F.linear(ref[..., :48], lin.weight, lin.bias))
-
-
 def test_batched_decoding_returns_contiguous_logits_and_hidden_states():
     model = wide_model(seed=3)
     ids = torch.randint(0, V - 1, (8, 5))
@@ -224,15 +187,14 @@ def test_batched_decoding_returns_contiguous_logits_and_hidden_states():
     torch.testing.assert_close(full.logits, ref)
 
 
-def test_decoding_weight_copy_lives_only_during_generate():
-    # the lm_head copy generate() decodes with must never serve stale weights
+def test_decoding_weight_copy_never_serves_stale_weights():
+    # the lm_head copy a CPU generate() decodes with lives in that call's cache only
     # (fused AdamW updates weights in place without bumping their version)
     model = wide_model()
     x = torch.randint(0, V - 1, (1, 6))
     kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=V - 1)
     with torch.no_grad():
         a = model.generate(x, **kw)
-        assert model._lm_head_t is None
         model.lm_head.weight.mul_(-1)
         b = model.generate(x, **kw)
     assert torch.equal(b, argmax_loop(model, x, 8)) and not torch.equal(a, b)
@@ -298,27 +260,32 @@ def test_logits_to_keep_and_loss():
 
 @pytest.mark.parametrize("num_items", [None, 17])
 def test_training_loss_and_gradients_equal_the_logits_path(num_items):
-    # the chunked training loss must be transformers' causal-LM loss, gradients included
+    # the fused training loss (skip_logits=True) must be transformers' causal-LM loss, gradients included
     model = wide_model().train()
     x = torch.randint(0, V, (3, 12))
     labels = x.clone()
     labels[0, :4] = -100
     kw = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
-    out = model(x, labels=labels, **kw)
-    assert out.logits is None  # not materialised while training
+    out = model(x, labels=labels, skip_logits=True, **kw)
+    assert out.logits is None  # asked not to be materialised
     out.loss.backward()
     fused = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    ref = model.loss_function(model(x).logits, labels, vocab_size=V, **kw)
+    plain = model(x, labels=labels, **kw)  # what transformers' GPT-2 returns: loss and logits
+    assert plain.logits is not None and plain.logits.requires_grad
+    ref = model.loss_function(plain.logits, labels, vocab_size=V, **kw)
+    torch.testing.assert_close(plain.loss, ref)
     ref.backward()
-    assert torch.allclose(out.loss, ref, atol=1e-6)
+    torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=0)
     for n, p in model.named_parameters():
-        assert torch.allclose(fused[n], p.grad, atol=1e-6, rtol=1e-5), n
+        # fp32 rounding differs between CPUs (AVX2, AVX-512): compare relative to the gradient's size
+        scale = p.grad.abs().max().item()
+        torch.testing.assert_close(fused[n], p.grad, rtol=1e-4, atol=1e-5 * scale, msg=n)
 
 
 def test_lm_head_cross_entropy_across_chunk_boundaries_and_in_bf16():
     # chunk boundaries inside the batch and the vocabulary change nothing
-    from gpt_scratch.modeling_gpt import LMHeadCrossEntropy
+    from gpt_scratch.lm_head_loss import LMHeadCrossEntropy
 
     torch.manual_seed(0)
 
@@ -397,8 +364,6 @@ def test_base_model_loads_from_causal_lm_folder(tmp_path):
     body = GPTModel.from_pretrained(tmp_path).eval()
     x = torch.randint(0, V, (1, 7))
     with torch.no_grad():
-        # equal up to float rounding: MKL's few-row products (Linear's decoding path) round
-        # differently with the weights' memory alignment, which differs between the copies
         torch.testing.assert_close(body(x).last_hidden_state, model.transformer(x).last_hidden_state)
 
 

@@ -377,6 +377,11 @@ def setup(cfg: TrainConfig) -> Run:
 
     train_ds, val_ds = load_training_data(cfg, accelerator)
     model = build_model(cfg)
+    if cfg.init_from:  # the shape is the pretrained model's: record it as this run's settings
+        c = model.config
+        cfg = dataclasses.replace(cfg, n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, bias=c.bias)
+        say(f"init_from {cfg.init_from}: {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, "
+            f"context {c.block_size}")
     logging.getLogger("accelerate.utils.other").addFilter(_QuietExpectedWarnings(getattr(model, "_tied_weights_keys", None) or ()))
     resume_path, _ = resolve_resume(cfg.resume, cfg.out_dir, world, cfg.max_steps, model_shape(model), say)
     optimizer = make_optimizer(model, cfg, accelerator.device.type)

@@ -411,8 +411,9 @@ def test_bf16_refused_where_the_cpu_has_no_bf16_matmul(monkeypatch):
     training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))
 
 
-@pytest.mark.parametrize("name", ["shakespeare", "bigram", "gpt2-124m"])
+@pytest.mark.parametrize("name", ["shakespeare", "bigram", "gpt2-124m", "finetune-shakespeare"])
 def test_shipped_configs_parse(name):
     cfg = parse_config(["--config", os.path.join(REPO, "configs", f"{name}.yaml")])
     assert cfg.out_dir == f"out/{name}"
     assert cfg.model == ("bigram" if name == "bigram" else "gpt")
+    assert (cfg.init_from == "openai-community/gpt2") == (name == "finetune-shakespeare")

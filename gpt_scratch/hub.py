@@ -25,6 +25,9 @@ import sys
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
 
+from . import errors
+from .errors import ModelFolderError, run_cli
+
 CARD_FILE = "README.md"
 LOSS_PLOT = "loss.png"
 METRICS_FILE = "metrics.jsonl"
@@ -42,12 +45,22 @@ _HOW_TO_MAKE_A_FOLDER = (
 )
 
 
-class HubError(RuntimeError):
-    """A push that cannot go ahead or that the Hub refused; the message says what to do."""
+HubError = errors.HubError  # a push the Hub refused or could not receive: exit 1
 
 
-class HubInputError(HubError, ValueError):
-    """Bad input (folder, repo id, token), found before anything is sent."""
+class HubInputError(HubError, ModelFolderError):
+    """Bad input (folder, repo id, token), found before anything is sent: exit 2.
+
+    Also a HubError, so `except HubError` still catches every failed push.
+    """
+
+    exit_code = 2
+
+
+LOGIN_HINT = "`hf auth login`"  # the installed huggingface_hub's CLI is `hf`; it has no `huggingface-cli`
+HARDWARE_PREFIX = "- Hardware: "
+# Settings the card's hardware line says better: `cpu | False` read as "no CPU" on a CPU run.
+_HARDWARE_SETTINGS = ("cpu", "cpu_threads")
 
 
 # ---------------------------------------------------------------------------
@@ -55,11 +68,18 @@ class HubInputError(HubError, ValueError):
 
 
 def _read_json(path):
+    """A JSON object from `path`; HubInputError naming the file when it is not one."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except ValueError as e:
-        raise HubInputError(f"{path} is not valid JSON: {e}") from None
+            value = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise HubInputError(f"{path} is not valid JSON ({e}); fix or delete it, or re-save the folder") from None
+    except OSError as e:
+        raise HubInputError(f"cannot read {path}: {e}") from None
+    if not isinstance(value, dict):
+        raise HubInputError(f"{path} holds a JSON {type(value).__name__}, not an object; fix or delete it, "
+                            "or re-save the folder")
+    return value
 
 
 def read_metrics(path):
@@ -71,7 +91,8 @@ def read_metrics(path):
     if path is None or not os.path.isfile(path):
         return []
     records = []
-    with open(path, encoding="utf-8") as f:
+    # errors="replace": a damaged byte spoils its line only, which then does not parse and is skipped
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.strip()
             if not line:
@@ -117,15 +138,19 @@ def count_parameters(safetensors_path, tie_word_embeddings=True):
     save_pretrained stores a tied embedding once; if a file holds both halves of
     the tie anyway, the output head is not counted a second time.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     total = 0
-    with safe_open(safetensors_path, "pt") as f:
-        keys = set(f.keys())
-        for key in keys:
-            if tie_word_embeddings and key == "lm_head.weight" and "transformer.wte.weight" in keys:
-                continue
-            total += math.prod(f.get_slice(key).get_shape())
+    try:
+        with safe_open(safetensors_path, "pt") as f:
+            keys = set(f.keys())
+            for key in keys:
+                if tie_word_embeddings and key == "lm_head.weight" and "transformer.wte.weight" in keys:
+                    continue
+                total += math.prod(f.get_slice(key).get_shape())
+    except (SafetensorError, OSError) as e:
+        raise HubInputError(f"{safetensors_path} is not a complete safetensors file ({e}); copy it again or "
+                            "re-save the model folder") from None
     return total
 
 
@@ -158,13 +183,18 @@ def _run_settings(run_config):
     """Scalar training settings worth publishing: numbers and flags, and strings that are not paths."""
     rows = []
     for key, value in (run_config or {}).items():
-        if key == "data" or any(w in key.lower() for w in _SECRET_WORDS):
+        if key == "data" or key in _HARDWARE_SETTINGS or any(w in key.lower() for w in _SECRET_WORDS):
             continue
         if isinstance(value, bool) or _is_number(value):
             rows.append((key, value))
         elif isinstance(value, str) and value and not re.search(r"[/\\]", value) and len(value) <= 80:
             rows.append((key, value))
     return rows
+
+
+def _precision(run_config):
+    mp = (run_config or {}).get("mixed_precision")
+    return NOT_RECORDED if mp is None else {"no": "fp32"}.get(mp, f"{mp} mixed precision")
 
 
 def _fmt_int(n):
@@ -175,11 +205,57 @@ def _fmt_int(n):
 # The card
 
 
-def render_model_card(model_dir, metrics_path=None, run_config=None, repo_id=None) -> str:
+def describe_machine(use_gpu=None):
+    """This machine's accelerator or CPU in a few words, e.g. "CPU: AMD EPYC 7B13, 2 cores"."""
+    import platform
+
+    import torch
+
+    if use_gpu is None:
+        use_gpu = torch.cuda.is_available()
+    if use_gpu and torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        return f"{n} x {torch.cuda.get_device_name(0)} (GPU)"
+    name = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown model"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"CPU: {name}, {cores} cores"
+
+
+def _hardware_from_card(model_dir):
+    """The hardware line of the card already in ``model_dir`` (written by training on the machine that trained)."""
+    path = os.path.join(model_dir, CARD_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(HARDWARE_PREFIX):
+                    return line[len(HARDWARE_PREFIX):].strip() or None
+    except OSError:
+        return None
+    return None
+
+
+def _published_path(model_dir):
+    """The folder a user loads: training renders the card in a staging "model.tmp" that becomes "model"."""
+    path = os.path.normpath(model_dir)
+    return path[: -len(".tmp")] if path.endswith(".tmp") else path
+
+
+def render_model_card(model_dir, metrics_path=None, run_config=None, repo_id=None, hardware=None) -> str:
     """The model card text (YAML metadata + markdown) for ``model_dir``; writes nothing.
 
     ``metrics_path`` defaults to ``model_dir/metrics.jsonl`` and ``run_config``
     (a dict, or a path to a JSON file) to ``model_dir/run_config.json``.
+    ``hardware`` (what trained it) defaults to the hardware line of the card
+    already in the folder, which training writes on the machine that trained;
+    else "not recorded". The usage snippets load ``repo_id``, or the folder itself.
     """
     model_dir = os.fspath(model_dir)
     cfg_path = os.path.join(model_dir, "config.json")
@@ -192,7 +268,13 @@ def render_model_card(model_dir, metrics_path=None, run_config=None, repo_id=Non
         run_config = os.path.join(model_dir, RUN_CONFIG_FILE)
     if isinstance(run_config, (str, os.PathLike)):
         run_config = _read_json(run_config) if os.path.isfile(run_config) else None
-    metrics = summarize_metrics(read_metrics(metrics_path))
+    elif run_config is not None and not isinstance(run_config, dict):
+        raise HubInputError(f"run_config must be a dict or a path to a JSON file, got {type(run_config).__name__}")
+    records = read_metrics(metrics_path)
+    metrics = summarize_metrics(records)
+    worlds = [r["world_size"] for r in records if _is_number(r.get("world_size"))]
+    metrics["world_size"] = int(worlds[-1]) if worlds else None
+    metrics["hardware"] = hardware or _hardware_from_card(model_dir) or NOT_RECORDED
 
     weights = os.path.join(model_dir, "model.safetensors")
     n_params = (
@@ -227,19 +309,19 @@ def render_model_card(model_dir, metrics_path=None, run_config=None, repo_id=Non
         model_name=name,
         eval_results=eval_results,
     )
-    body = _card_body(name, config, n_params, metrics, data_text, run_config, repo_id,
+    body = _card_body(name, config, n_params, metrics, data_text, run_config, repo_id or _published_path(model_dir),
                       os.path.isfile(os.path.join(model_dir, LOSS_PLOT)))
     return f"---\n{data.to_yaml()}\n---\n\n{body}"
 
 
-def _card_body(name, config, n_params, metrics, data_text, run_config, repo_id, has_plot):
+def _card_body(name, config, n_params, metrics, data_text, run_config, where, has_plot):
     def cfg(key):
         v = config.get(key)
         return NOT_RECORDED if v is None else (f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
 
     block = config.get("block_size")
     tied = "tied" if config.get("tie_word_embeddings", True) else "separate"
-    where = repo_id or "path/to/model_folder"
+    where = where.replace("\\", "/")  # a Windows path, written so the Python string stays valid
     # Prompt + new tokens must fit the context: the model refuses longer generations.
     new_tokens = min(50, block // 2) if isinstance(block, int) and block > 1 else 20
     if metrics["val_loss"] is not None:
@@ -284,6 +366,8 @@ def _card_body(name, config, n_params, metrics, data_text, run_config, repo_id, 
         f"- Optimizer steps: {_fmt_int(metrics['steps'])}",
         f"- Tokens seen: {_fmt_int(metrics['tokens'])}",
         f"- Final validation loss: {val}",
+        f"{HARDWARE_PREFIX}{metrics['hardware']}",
+        f"- Processes: {_fmt_int(metrics['world_size'])}; precision: {_precision(run_config)}",
         "",
     ]
     settings = _run_settings(run_config)
@@ -323,9 +407,23 @@ def _card_body(name, config, n_params, metrics, data_text, run_config, repo_id, 
     return "\n".join(lines)
 
 
-def write_model_card(model_dir, metrics_path=None, run_config=None, repo_id=None) -> str:
-    """Write ``model_dir/README.md`` (see ``render_model_card``) and return its path."""
-    text = render_model_card(model_dir, metrics_path=metrics_path, run_config=run_config, repo_id=repo_id)
+def write_model_card(model_dir, metrics_path=None, run_config=None, repo_id=None, hardware=None) -> str:
+    """Write ``model_dir/README.md`` (see ``render_model_card``) and return its path.
+
+    Training calls this at the end of a run, on the machine that trained, so the
+    hardware line describes this machine (its GPU unless the run config says
+    cpu, else its CPU) unless ``hardware`` says otherwise or the folder's card
+    already has one; a later push keeps that line.
+    """
+    model_dir = os.fspath(model_dir)
+    if hardware is None and _hardware_from_card(model_dir) is None:
+        rc = run_config if isinstance(run_config, dict) else None
+        if rc is None:
+            rc_path = run_config or os.path.join(model_dir, RUN_CONFIG_FILE)
+            rc = _read_json(rc_path) if os.path.isfile(rc_path) else {}
+        hardware = describe_machine(use_gpu=not rc.get("cpu", False))
+    text = render_model_card(model_dir, metrics_path=metrics_path, run_config=run_config, repo_id=repo_id,
+                             hardware=hardware)
     path = os.path.join(os.fspath(model_dir), CARD_FILE)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -363,23 +461,44 @@ def _remote_code_files(model_dir, config):
                 f"not load with trust_remote_code=True; re-save the folder with {_HOW_TO_MAKE_A_FOLDER}"
             )
         seen.append(fname)
-        with open(path, encoding="utf-8") as f:
-            # transformers copies flat siblings: "from .configuration_gpt import ..."
-            queue += [m + ".py" for m in re.findall(r"^\s*from\s+\.(\w+)\s+import", f.read(), re.M)]
+        try:
+            with open(path, encoding="utf-8") as f:
+                source = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise HubInputError(f"cannot read {path} ({e}), which config.json's auto_map needs; re-save the folder "
+                                f"with {_HOW_TO_MAKE_A_FOLDER}") from None
+        # transformers copies flat siblings: "from .configuration_gpt import ..."
+        queue += [m + ".py" for m in re.findall(r"^\s*from\s+\.(\w+)\s+import", source, re.M)]
     return seen
+
+
+def check_folder(model_dir):
+    """What generate.py checks, before anything is sent: a readable config, exactly the model's tensors, all finite.
+
+    A folder with missing tensors would load on the Hub with random weights in their
+    place; one with nan weights (a diverged run) would generate nothing useful.
+    """
+    from .model_folder import check_model_folder
+
+    try:
+        return check_model_folder(model_dir, finite=True)
+    except ModelFolderError as e:
+        raise HubInputError(f"not pushed: {e}") from None
 
 
 def upload_file_list(model_dir):
     """The files of ``model_dir`` a push uploads (README.md excluded: it is rendered fresh)."""
     model_dir = os.fspath(model_dir)
     if not os.path.isdir(model_dir):
-        raise HubInputError(f"model folder {model_dir} does not exist: {_HOW_TO_MAKE_A_FOLDER}")
-    missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(model_dir, f))]
+        state = "is a file, not a folder" if os.path.exists(model_dir) else "does not exist"
+        raise HubInputError(f"model folder {model_dir} {state}: {_HOW_TO_MAKE_A_FOLDER}")
+    missing = [f for f in REQUIRED_FILES if not os.path.exists(os.path.join(model_dir, f))]
     if missing:
         raise HubInputError(
             f"{model_dir} is not a model folder: {' and '.join(missing)} missing "
             f"(a push needs config.json + model.safetensors); {_HOW_TO_MAKE_A_FOLDER}"
         )
+    check_folder(model_dir)
     config = _read_json(os.path.join(model_dir, "config.json"))
     files = [f for f in MODEL_FILES + TOKENIZER_FILES if os.path.isfile(os.path.join(model_dir, f))]
     files += _remote_code_files(model_dir, config)
@@ -403,14 +522,14 @@ def check_repo_id(repo_id):
 
 
 def resolve_token(token=None):
-    """--token, else $HF_TOKEN, else the token saved by `huggingface-cli login` (`hf auth login`)."""
+    """--token, else $HF_TOKEN, else the token saved by `hf auth login`."""
     from huggingface_hub import get_token
 
     token = token or os.environ.get("HF_TOKEN") or get_token()
     if not token:
         raise HubInputError(
-            "no Hugging Face token found: run `huggingface-cli login` (or `hf auth login`), "
-            "set HF_TOKEN, or pass --token (a token with write access)"
+            f"no Hugging Face token found: run {LOGIN_HINT}, set HF_TOKEN, or pass --token (a token with "
+            "write access)"
         )
     return token
 
@@ -426,7 +545,7 @@ def _hub_failure(e, endpoint, repo_id, token):
     if isinstance(e, HfHubHTTPError) and e.response is not None:
         status = e.response.status_code
         hint = {
-            401: "the token was refused: check it is valid (`huggingface-cli login`, HF_TOKEN or --token)",
+            401: f"the token was refused: check it is valid ({LOGIN_HINT}, HF_TOKEN or --token)",
             403: f"the token may not write to {repo_id.split('/')[0]}: use a token with write access to that namespace",
             404: f"repo {repo_id} was not found (check the namespace is yours)",
         }.get(status, "")
@@ -473,6 +592,7 @@ def main(argv=None):
     import argparse
 
     p = argparse.ArgumentParser(
+        prog="push_to_hub.py",
         description=main.__doc__,
         epilog="The Hub address comes from HF_ENDPOINT (default https://huggingface.co). "
         "Only model files are uploaded; checkpoints, optimizer state, logs and metrics stay local.",
@@ -482,16 +602,12 @@ def main(argv=None):
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.add_argument("--commit-message", metavar="MSG", help="commit message on the Hub")
     p.add_argument("--token", metavar="TOKEN",
-                   help="Hub token with write access (default: $HF_TOKEN, then `huggingface-cli login`'s); "
+                   help="Hub token with write access (default: $HF_TOKEN, then the one `hf auth login` saved); "
                    "prefer those: a token on the command line lands in the shell history")
     args = p.parse_args(argv)
-    try:
-        info = push_to_hub(args.model, args.repo_id, token=args.token, private=args.private,
-                           commit_message=args.commit_message)
-    except HubInputError as e:
-        p.exit(2, f"{p.prog}: error: {e}\n")
-    except HubError as e:
-        p.exit(1, f"{p.prog}: error: {e}\n")
+    # exit 2 for bad input (HubInputError, ModelFolderError), 1 when the Hub fails (HubError)
+    info = run_cli(p.prog, push_to_hub, args.model, args.repo_id, token=args.token, private=args.private,
+                   commit_message=args.commit_message)
     print(f"pushed {args.model} to {info.repo_url} (commit {info.oid[:12]})")
     print(f"load it with AutoModelForCausalLM.from_pretrained({args.repo_id!r}, trust_remote_code=True)")
     return info

@@ -2,7 +2,7 @@
 
     python scripts/push_to_hub.py --model out/shakespeare/model --repo-id you/gpt-shakespeare [--private]
 
-The token comes from --token, else $HF_TOKEN, else `huggingface-cli login`.
+The token comes from --token, else $HF_TOKEN, else the one `hf auth login` saved.
 Set HF_ENDPOINT to push somewhere other than https://huggingface.co.
 """
 

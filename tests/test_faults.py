@@ -371,3 +371,35 @@ def test_scripts_print_an_error_not_a_traceback(broken, good, tmp_path):
         assert proc.returncode == 2, (name, err[-2000:])
         assert "Traceback" not in err and "error: " in err, (name, err[-2000:])
         assert out == ""
+
+
+# ---------------------------------------------------------------- push_to_hub.py: refused before anything is sent
+
+def test_push_refuses_a_broken_folder_before_any_request(broken, good, tmp_path, capsys, monkeypatch):
+    from gpt_scratch.hub import main as push_main, render_model_card
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: a request would fail with exit 1
+    (tmp_path / "a_file").write_text("x")
+    listed = shutil.copytree(good, tmp_path / "run_config_list")
+    (listed / "run_config.json").write_text("[1, 2]")
+    cases = [
+        ("weights with nan", f"tensor {FC} holds non-finite values"),
+        ("weights miss a tensor", "transformer.h.0.ln_1.weight"),
+        ("weights have an extra tensor", "extra"),
+        ("weights truncated", "not a complete safetensors"),
+        ("config truncated", "config.json is not valid JSON"),
+        ("config a list", "holds a JSON list"),
+        ("generation_config truncated", "generation_config.json is not valid JSON"),
+    ]
+    argv = lambda folder: ["--model", str(folder), "--repo-id", "alice/tiny", "--token", "hf_FAKEtoken1234567890"]
+    for case, message in cases:
+        code, err = run_cli(push_main, argv(broken[case]), capsys)
+        assert code == 2 and err.startswith("push_to_hub.py: error: ") and message in err, (case, err)
+    for folder, message in ((tmp_path / "a_file", "is a file, not a folder"),
+                            (listed, "run_config.json holds a JSON list")):
+        code, err = run_cli(push_main, argv(folder), capsys)
+        assert code == 2 and message in err, (folder, err)
+    # A metrics file with a damaged byte: that line is skipped, the others still make the card.
+    damaged = shutil.copytree(good, tmp_path / "damaged_metrics")
+    (damaged / "metrics.jsonl").write_bytes(b'{"step": 5, "val_loss": 4.5}\n{"step": 6, "val_\xff": 1}\n')
+    assert "Final validation loss: 4.5000" in render_model_card(damaged)

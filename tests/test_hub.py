@@ -37,8 +37,16 @@ METRICS = [
 ]
 RUN_CONFIG = {"data": None, "max_steps": 25, "batch_size": 8, "block_size": 64, "learning_rate": 1e-3,
               "out_dir": "/home/alice/secret-project/out", "model": {"n_layer": 2}}
-ALLOWLIST = ["README.md", "config.json", "configuration_gpt.py", "generation_config.json", "loss.png",
-             "model.safetensors", "modeling_gpt.py", "tokenizer.json", "tokenizer_config.json"]
+MODEL_FILES = ["README.md", "config.json", "generation_config.json", "loss.png", "model.safetensors",
+               "tokenizer.json", "tokenizer_config.json"]
+
+
+def allowlist(folder):
+    """The files a push must upload: the model files plus the remote code save_pretrained copied
+    (modeling_gpt.py, configuration_gpt.py and the sibling modules they import)."""
+    code = [f for f in os.listdir(folder) if f.endswith(".py")]
+    assert {"modeling_gpt.py", "configuration_gpt.py"} <= set(code)
+    return sorted(MODEL_FILES + code)
 
 
 # ---------------------------------------------------------------- helpers
@@ -153,6 +161,30 @@ def test_card_without_metrics_says_not_recorded(saved_folder, tmp_path):
     assert not (folder / "README.md").exists()  # render only; write_model_card writes
 
 
+def test_card_says_what_hardware_trained_it_and_loads_the_real_folder(saved_folder, tmp_path, monkeypatch):
+    import gpt_scratch.hub as hub
+
+    staged = make_run_folder(saved_folder, tmp_path / "out" / "model.tmp", run_config=dict(RUN_CONFIG, cpu=False,
+                                                                                            cpu_threads=0))
+    here = hub.describe_machine(use_gpu=False)
+    assert here.startswith("CPU: ") and here.endswith(" cores") and "False" not in here
+    monkeypatch.setattr(hub, "describe_machine", lambda use_gpu=None: f"CPU: Test CPU 9000, 2 cores (gpu={use_gpu})")
+    text = open(write_model_card(staged)).read()  # what training does, in its staging folder
+    assert "- Hardware: CPU: Test CPU 9000, 2 cores (gpu=True)" in text
+    assert "- Processes: 1; precision: not recorded" in text  # world_size from metrics.jsonl
+    assert "| cpu |" not in text and "| cpu_threads |" not in text  # `cpu | False` on a CPU run said the opposite
+    published = str(tmp_path / "out" / "model")
+    assert f'repo = "{published}"' in text and f'model="{published}"' in text  # the folder it becomes
+    assert "path/to/model_folder" not in text
+    # A push renders the card again, elsewhere: the training machine's line is kept, the repo id used.
+    monkeypatch.setattr(hub, "describe_machine", lambda use_gpu=None: "CPU: some other machine")
+    pushed = render_model_card(staged, repo_id=REPO_ID)
+    assert "- Hardware: CPU: Test CPU 9000, 2 cores (gpu=True)" in pushed and f'repo = "{REPO_ID}"' in pushed
+    # No card written by training: nothing is guessed.
+    bare = make_run_folder(saved_folder, tmp_path / "bare")
+    assert "- Hardware: not recorded" in render_model_card(bare)
+
+
 # ---------------------------------------------------------------- push + load through the fake Hub
 
 LOAD_SCRIPT = textwrap.dedent(
@@ -193,14 +225,14 @@ def test_push_uploads_allowlist_and_loads_from_the_hub(saved_folder, tiny_model,
         )
         assert push.returncode == 0, push.stderr[-3000:]
         repo = hub.repos[REPO_ID]
-        assert sorted(repo.files) == ALLOWLIST
+        assert sorted(repo.files) == allowlist(saved_folder)
         assert repo.commits[-1]["summary"] == "first upload"
         create = next(r for r in hub.requests if r["path"] == "/api/repos/create")
         assert create["body"]["visibility"] == "private"
         writes = [r for r in hub.requests if r["method"] == "POST"]
         assert writes and all(r["auth"] == f"Bearer {TOKEN}" for r in writes)
 
-        for name in ALLOWLIST:
+        for name in allowlist(saved_folder):
             if name != "README.md":
                 assert repo.files[name] == (folder / name).read_bytes(), name
         card = repo.files["README.md"].decode()
@@ -301,7 +333,7 @@ def test_push_errors_are_clear_and_change_nothing(saved_folder, tmp_path):
         assert "Traceback" not in r["stderr"], (name, r["stderr"])
         assert TOKEN not in r["stderr"], name
     assert res["no_token"]["code"] == 2
-    assert all(s in res["no_token"]["stderr"] for s in ("huggingface-cli login", "HF_TOKEN", "--token"))
+    assert all(s in res["no_token"]["stderr"] for s in ("`hf auth login`", "HF_TOKEN", "--token"))
     for name, bad in (("bad_repo_id", "alice/bad name!"), ("bare_name", "tiny-gpt")):
         assert res[name]["code"] == 2
         assert "user/name" in res[name]["stderr"] and repr(bad) in res[name]["stderr"]
@@ -315,7 +347,7 @@ def test_push_errors_are_clear_and_change_nothing(saved_folder, tmp_path):
     assert f"at {live.url} failed: HTTP 401" in res["wrong_token"]["stderr"]
     assert "hf_WRONGtoken0987654321" not in res["wrong_token"]["stderr"]
     assert res["repush"]["code"] == 0 and len(live.repos[REPO_ID].commits) == 2
-    assert sorted(live.repos[REPO_ID].files) == ALLOWLIST
+    assert sorted(live.repos[REPO_ID].files) == allowlist(saved_folder)
 
     assert {p: tree_digest(p) for p in (folder, not_a_model)} == before
     assert files_containing(tmp_path, TOKEN) == []

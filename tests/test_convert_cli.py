@@ -48,3 +48,27 @@ def test_convert_refuses_to_overwrite_and_missing_input(tmp_path, capsys):
         main(["--from-hf", str(tmp_path / "in"), "--out", str(tmp_path / "o")])
     assert e.value.code == 2 and "already holds a model" in capsys.readouterr().err
     assert (tmp_path / "o" / "config.json").read_text() == "{}"
+
+
+def test_readme_convert_commands_run_as_printed(tmp_path, monkeypatch, capsys):
+    """README's Convert block, word for word, where path/to/gpt2 and out/shakespeare/model exist."""
+    from readme_commands import readme_commands
+
+    from gpt_scratch import GPTConfig, save_model_folder
+    from gpt_scratch.model_folder import check_model_folder
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_positions=64, n_embd=32, n_layer=1, n_head=4)).save_pretrained(
+        tmp_path / "path" / "to" / "gpt2")
+    save_model_folder(GPTForCausalLM(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=64)),
+                      tmp_path / "out" / "shakespeare" / "model")
+    monkeypatch.chdir(tmp_path)
+    commands = readme_commands("Convert GPT-2 weights")
+    assert len(commands) == 2
+    for argv, _ in commands:
+        assert argv[:2] == ["python", "scripts/convert_gpt2.py"], argv
+        assert main(argv[2:]) == 0
+        assert capsys.readouterr().out == f"wrote {argv[-1]}\n"
+    assert check_model_folder("gpt2-scratch").model_type == "gpt_scratch"
+    _, info = GPT2LMHeadModel.from_pretrained("shakespeare-hf", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]

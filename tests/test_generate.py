@@ -302,3 +302,20 @@ def test_script_runs_end_to_end(model_dir, subprocess_runs, capsys):
 def test_pipeline_with_remote_code_without_gpt_scratch(subprocess_runs, generator):
     got = json.loads(collect(subprocess_runs["remote"]).strip().splitlines()[-1])
     assert got == generator(REMOTE_PROMPT, do_sample=False, max_new_tokens=12)[0]["generated_text"]
+
+
+def test_readme_generate_commands_run_as_printed(tmp_path, monkeypatch, capsys):
+    """README's Generate block, word for word, in a folder holding out/shakespeare/model."""
+    from readme_commands import readme_commands
+
+    torch.manual_seed(0)
+    save_model_folder(GPTForCausalLM(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=128)),
+                      tmp_path / "out" / "shakespeare" / "model")
+    monkeypatch.chdir(tmp_path)
+    commands = readme_commands("Generate")
+    assert len(commands) == 3
+    for argv, stdin in commands:
+        assert argv[:2] == ["python", "scripts/generate.py"], argv
+        out = run(capsys, *argv[2:], stdin=io.StringIO(stdin or ""))
+        prompt = stdin[:-1] if stdin else argv[argv.index("--prompt") + 1]
+        assert out.startswith(prompt) and len(out) > len(prompt) + 10, (argv, out)

@@ -185,6 +185,37 @@ def test_card_says_what_hardware_trained_it_and_loads_the_real_folder(saved_fold
     assert "- Hardware: not recorded" in render_model_card(bare)
 
 
+def test_readme_share_commands_run_as_printed(saved_folder, tmp_path, monkeypatch, capsys):
+    """README's Hub block: `hf auth login` exists in the installed huggingface_hub, and the push line's
+    options reach push_to_hub as meant (the push itself is tested against the loopback Hub below)."""
+    import types
+
+    import gpt_scratch.hub as hub
+    from readme_commands import readme_commands
+
+    (login, _), (push, _) = readme_commands("Share on the Hub")
+    assert login == ["hf", "auth", "login"]
+    hf = shutil.which("hf")
+    cmd = [hf] if hf else [sys.executable, "-m", "huggingface_hub.cli.hf"]
+    res = subprocess.run(cmd + login[1:] + ["--help"], capture_output=True, text=True, timeout=120,
+                         env=child_env(tmp_path / "hf_home", "http://127.0.0.1:9", token=None))
+    assert res.returncode == 0 and "Usage: hf auth login" in res.stdout, res.stdout + res.stderr
+
+    shutil.copytree(saved_folder, tmp_path / "out" / "shakespeare" / "model")
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+
+    def fake_push(model_dir, repo_id, **kw):
+        seen.update(model_dir=model_dir, repo_id=repo_id, private=kw["private"])
+        return types.SimpleNamespace(repo_url=f"https://hub/{repo_id}", oid="0" * 40)
+
+    monkeypatch.setattr(hub, "push_to_hub", fake_push)
+    assert push[:2] == ["python", "scripts/push_to_hub.py"]
+    hub.main([a.strip("[]") for a in push[2:]])  # [--private]: the optional flag, given
+    assert seen == {"model_dir": "out/shakespeare/model", "repo_id": "you/gpt-shakespeare", "private": True}
+    assert "you/gpt-shakespeare" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- push + load through the fake Hub
 
 LOAD_SCRIPT = textwrap.dedent(

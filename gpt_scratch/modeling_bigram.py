@@ -5,8 +5,8 @@ contracts as GPTForCausalLM (labels -> loss, logits_to_keep, cache/past_key_valu
 attention_mask, generate() refusing to run past block_size, save/load, remote code)
 so the same scripts and pipelines drive both.
 
-This file is copied next to saved weights for `trust_remote_code` loading, so it
-imports only torch, transformers and its sibling config module (relatively).
+This file is copied next to saved weights for `trust_remote_code` loading, with
+the sibling modules it imports (relatively).
 """
 
 import torch
@@ -15,8 +15,10 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_bigram import BigramConfig
+from .model_checks import check_generation_fits, check_token_ids
 
 
 class BigramForCausalLM(PreTrainedModel, GenerationMixin):
@@ -66,6 +68,7 @@ class BigramForCausalLM(PreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids=None,
@@ -78,7 +81,6 @@ class BigramForCausalLM(PreTrainedModel, GenerationMixin):
         logits_to_keep=0,
         output_hidden_states=None,
         return_dict=None,
-        past_key_values=None,  # the pre-5.x name of `cache`, still accepted
         **kwargs,
     ):
         """Same arguments as GPTForCausalLM.forward.
@@ -88,12 +90,12 @@ class BigramForCausalLM(PreTrainedModel, GenerationMixin):
         no keys or values, only how many positions were seen, so generate() can feed
         one token per step and the block_size limit counts the whole sequence.
         """
-        if cache is None:
-            cache = past_key_values
+        if labels is not None:
+            check_token_ids(labels, self.config.vocab_size, "labels", allow=(-100,))
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
-            self._check_token_ids(input_ids)
+            check_token_ids(input_ids, self.config.vocab_size)
             B, T = input_ids.shape
         else:
             B, T = inputs_embeds.shape[:2]
@@ -144,29 +146,7 @@ class BigramForCausalLM(PreTrainedModel, GenerationMixin):
         )
         return result if return_dict is not False else result.to_tuple()
 
-    def _check_token_ids(self, input_ids):
-        if torch.compiler.is_compiling():
-            return  # a data-dependent check would break the graph
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
-            bad = input_ids[(input_ids < 0) | (input_ids >= self.config.vocab_size)]
-            raise ValueError(
-                f"token id {bad[0].item()} is outside the vocabulary [0, {self.config.vocab_size}); "
-                "check the tokenizer matches this model"
-            )
-
     def generate(self, inputs=None, generation_config=None, **kwargs):
-        """transformers' generate(), refusing up front to run past block_size (as GPTForCausalLM does)."""
-        prompt = inputs if inputs is not None else kwargs.get("input_ids")
-        if torch.is_tensor(prompt) and prompt.ndim == 2:
-            gc = generation_config if generation_config is not None else self.generation_config
-            # generate() gives max_new_tokens precedence over max_length; mirror that order.
-            max_new = kwargs.get("max_new_tokens", gc.max_new_tokens)
-            max_length = kwargs.get("max_length", gc.max_length)
-            total = prompt.shape[1] + max_new if max_new is not None else max_length
-            if total is not None and total > self.config.block_size:
-                room = max(self.config.block_size - prompt.shape[1], 0)
-                raise ValueError(
-                    f"prompt ({prompt.shape[1]} tokens) + new tokens = {total} exceeds this model's block_size "
-                    f"{self.config.block_size}; ask for at most {room} new tokens or shorten the prompt"
-                )
+        """transformers' generate(), refusing up front to run past block_size (model_checks.py)."""
+        check_generation_fits(self, inputs, generation_config, kwargs)
         return super().generate(inputs, generation_config=generation_config, **kwargs)

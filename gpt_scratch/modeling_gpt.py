@@ -37,6 +37,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .configuration_gpt import GPTConfig
 from .decoding import DecodingCache, decoding_cache_for
 from .lm_head_loss import lm_head_cross_entropy
+from .model_checks import check_generation_fits, check_token_ids
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -157,22 +158,6 @@ class GPTPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
 
-    def _check_ids(self, ids, what, allow=()):
-        """Token ids (or labels) outside the vocabulary are refused by value, on every path."""
-        if torch.compiler.is_compiling() or ids.numel() == 0:
-            return  # a data-dependent check would break the graph
-        if ids.is_floating_point() or ids.is_complex():
-            raise TypeError(f"{what} must be integer token ids, got a {ids.dtype} tensor")
-        bad = (ids < 0) | (ids >= self.config.vocab_size)
-        for value in allow:
-            bad &= ids != value
-        if bad.any():
-            raise ValueError(
-                f"{what} holds {ids[bad][0].item()}, outside the vocabulary [0, {self.config.vocab_size})"
-                + (" (-100 marks positions without loss)" if allow else "")
-                + "; check the tokenizer matches this model"
-            )
-
 
 class GPTModel(GPTPreTrainedModel):
     """The transformer body: embeddings, blocks and final LayerNorm; returns hidden states."""
@@ -201,7 +186,7 @@ class GPTModel(GPTPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
-            self._check_ids(input_ids, "input_ids")
+            check_token_ids(input_ids, self.config.vocab_size)
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
         T = inputs_embeds.shape[1]
 
@@ -272,7 +257,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         far smaller in memory (lm_head_loss.py). Otherwise logits are always returned.
         """
         if labels is not None:
-            self._check_ids(labels, "labels", allow=(-100,))
+            check_token_ids(labels, self.config.vocab_size, "labels", allow=(-100,))
         if skip_logits and labels is None:
             raise ValueError("skip_logits=True needs labels: without them there is no loss to compute")
         out = self.transformer(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
@@ -296,26 +281,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
                                       hidden_states=out.hidden_states, attentions=out.attentions)
 
     def generate(self, inputs=None, generation_config=None, **kwargs):
-        """transformers' generate(), refusing up front to run past block_size.
-
-        Policy: absolute positions only go up to block_size, so a request whose
-        prompt + new tokens would not fit raises ValueError before any work
-        (nanoGPT's sliding crop would silently recompute the whole window).
-        """
-        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        """transformers' generate(), refusing up front to run past block_size (model_checks.py)."""
+        check_generation_fits(self, inputs, generation_config, kwargs)
         gc = generation_config if generation_config is not None else self.generation_config
-        if prompt is not None and torch.is_tensor(prompt) and prompt.ndim == 2:
-            n_prompt = prompt.shape[1]
-            max_new = kwargs.get("max_new_tokens", gc.max_new_tokens)
-            if max_new is not None and "max_length" not in kwargs:
-                total = n_prompt + max_new
-            else:
-                total = kwargs.get("max_length", gc.max_length)
-            if total is not None and total > self.config.block_size:
-                raise ValueError(
-                    f"prompt ({n_prompt} tokens) + new tokens = {total} exceeds this model's block_size "
-                    f"{self.config.block_size}; ask for at most {max(self.config.block_size - n_prompt, 0)} "
-                    "new tokens or shorten the prompt"
-                )
         kwargs = decoding_cache_for(self, gc, kwargs)
         return super().generate(inputs, generation_config=generation_config, **kwargs)

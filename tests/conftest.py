@@ -43,7 +43,7 @@ def _offline_hf(monkeypatch, tmp_path_factory):
 # transformers' common tests (test_transformers_common.py) run on gpt_scratch and on GPT-2.
 # Their counts are printed side by side; a test GPT-2 passes that gpt_scratch skips or fails
 # fails the run.
-COMMON_CLASSES = {"GPTScratchCommonTest": "gpt_scratch", "GPT2ReferenceCommonTest": "GPT-2"}
+COMMON_CLASSES = {"GPTScratchCommonTest": "gpt_scratch", "GPT2ReferenceCommonTest": "GPT-2", "BigramCommonTest": "bigram"}
 _common_outcomes = {}
 
 
@@ -53,6 +53,10 @@ def pytest_runtest_logreport(report):
         return
     if report.when == "call" or report.outcome != "passed":  # setup skips/errors count too
         _common_outcomes.setdefault(parts[-2], {})[parts[-1]] = report.outcome
+
+
+def _both_ran():
+    return "GPTScratchCommonTest" in _common_outcomes and "GPT2ReferenceCommonTest" in _common_outcomes
 
 
 def _common_gaps():
@@ -67,15 +71,17 @@ def pytest_terminal_summary(terminalreporter):
     tr = terminalreporter
     tr.section("transformers common model tests")
     for cls, label in COMMON_CLASSES.items():
-        outcomes = list(_common_outcomes.get(cls, {}).values())
+        if cls not in _common_outcomes:
+            continue
+        outcomes = list(_common_outcomes[cls].values())
         counts = {k: outcomes.count(k) for k in ("passed", "failed", "skipped")}
         tr.write_line(f"{label:12s} {counts['passed']} passed, {counts['failed']} failed, "
                       f"{counts['skipped']} skipped of {len(outcomes)}")
     gaps = _common_gaps()
-    if gaps and len(_common_outcomes) == 2:
+    if gaps and _both_ran():
         tr.write_line("passed for GPT-2 but not for gpt_scratch: " + ", ".join(gaps))
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if len(_common_outcomes) == 2 and _common_gaps() and exitstatus == 0:
+    if _both_ran() and _common_gaps() and exitstatus == 0:
         session.exitstatus = 1

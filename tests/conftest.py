@@ -85,3 +85,8 @@ def pytest_terminal_summary(terminalreporter):
 def pytest_sessionfinish(session, exitstatus):
     if _both_ran() and _common_gaps() and exitstatus == 0:
         session.exitstatus = 1
+
+
+def pytest_configure(config):
+    # transformers' common tests carry marks of its own CI (flash_attn_test, torch_compile_test, ...)
+    config.addinivalue_line("filterwarnings", "ignore::pytest.PytestUnknownMarkWarning")

@@ -114,12 +114,38 @@ def staging_folder(final):
     return tmp
 
 
+def check_replaceable(final):
+    """Refuse to publish over anything but a previous model folder (or an empty folder): nothing else is replaced.
+
+    Without this, an empty or "." output path would replace the current folder, and
+    a folder of the user's own files would be moved aside and deleted.
+    """
+    shown = os.fspath(final)
+    if not shown.strip():
+        raise ModelFolderError("the output folder name is empty: give the folder to write, e.g. out/model")
+    final = os.path.abspath(shown)
+    if not os.path.lexists(final):
+        return
+    if not os.path.isdir(final) or os.path.islink(final):
+        raise ModelFolderError(f"{shown} is a file, not a folder: choose another output folder or remove the file")
+    cwd = os.path.abspath(os.getcwd())
+    if final == os.path.dirname(final) or cwd == final or cwd.startswith(final.rstrip(os.sep) + os.sep):
+        raise ModelFolderError(f"{shown} is the current folder or one above it: choose a new folder to write into")
+    entries = os.listdir(final)
+    if entries and CONFIG_FILE not in entries:
+        raise ModelFolderError(f"{shown} already holds files that are not a model folder ({', '.join(sorted(entries)[:3])}"
+                               f"{' ...' if len(entries) > 3 else ''}): nothing was overwritten; choose a new or empty "
+                               "folder")
+
+
 def publish_folder(tmp, final):
-    """fsync `tmp` and rename it to `final`, replacing a folder already there only once the new one is durable.
+    """fsync `tmp` and rename it to `final`, replacing a previous model folder only once the new one is durable.
 
     A power loss at any moment leaves the old folder or the new one, complete. A
-    previous `final` is moved aside, the new one renamed in, then the old one removed.
+    previous model folder at `final` is moved aside, the new one renamed in, then
+    the old one removed; anything else at `final` is refused (see check_replaceable).
     """
+    check_replaceable(final)
     tmp, final = os.path.abspath(tmp), os.path.abspath(os.fspath(final))
     fsync_tree(tmp)
     parent = os.path.dirname(final)
@@ -152,8 +178,7 @@ def write_folder(out_dir, write):
     EnvironmentFault that says so.
     """
     out_dir = os.fspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ModelFolderError(f"{out_dir} is a file, not a folder: choose another output folder or remove the file")
+    check_replaceable(out_dir)  # before any work: refused now rather than after the weights are written
     parent = os.path.dirname(os.path.abspath(out_dir))
     try:
         os.makedirs(parent, exist_ok=True)
@@ -175,8 +200,8 @@ def save_model_folder(model, out_dir, state_dict=None):
     """save_pretrained (safetensors, config, generation config, remote-code files) + tokenizer files, atomically.
 
     Written into a temporary sibling folder, fsync'ed, then renamed to `out_dir`
-    (see `write_folder`); a folder already at `out_dir` is replaced as a whole
-    once the new one is durable. On any failure `out_dir` is as it was; a full
+    (see `write_folder`); a model folder already at `out_dir` is replaced as a
+    whole once the new one is durable, and any other non-empty folder is refused. On any failure `out_dir` is as it was; a full
     disk or a permission problem raises EnvironmentFault.
 
     The tokenizer's model_max_length is the model's block_size, so pipelines

@@ -403,3 +403,25 @@ def test_push_refuses_a_broken_folder_before_any_request(broken, good, tmp_path,
     damaged = shutil.copytree(good, tmp_path / "damaged_metrics")
     (damaged / "metrics.jsonl").write_bytes(b'{"step": 5, "val_loss": 4.5}\n{"step": 6, "val_\xff": 1}\n')
     assert "Final validation loss: 4.5000" in render_model_card(damaged)
+
+
+@pytest.mark.parametrize("out", ["", ".", "..", "user_files"])
+def test_save_never_replaces_what_is_not_a_model_folder(out, good, tmp_path, monkeypatch):
+    """An empty or "." output path once replaced the current folder; a folder of the user's files is refused too."""
+    work = tmp_path / "work"
+    (work / "user_files").mkdir(parents=True)
+    (work / "user_files" / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    before = digest(tmp_path)
+    with pytest.raises(ModelFolderError, match="empty|current folder|not a model folder"):
+        save_model_folder(mf.load_model(good), out)
+    assert digest(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["work"]
+
+
+def test_convert_refuses_an_empty_or_current_out(good, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for out in ("", "."):
+        (tmp_path / "keep.txt").write_text("mine")
+        code, err = run_cli(convert_main, ["--to-hf", str(good), "--out", out], capsys)
+        assert code == 2 and "error: " in err, (out, err)
+        assert sorted(os.listdir(tmp_path)) == ["keep.txt"]

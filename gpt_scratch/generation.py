@@ -180,6 +180,10 @@ def _load_tokenizer(folder, block_size):
             raise ModelFolderError(
                 f"the tokenizer files in {folder} ({', '.join(present)}) cannot be loaded: {type(e).__name__}: "
                 f"{str(e)[:300]}; {fix}") from None
+        limit = tokenizer.model_max_length
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ModelFolderError(f"{os.path.join(folder, 'tokenizer_config.json')} sets model_max_length to "
+                                   f"{limit!r}, not a positive number of tokens; {fix}")
         if len(tokenizer) < 2:  # e.g. tokenizer_config.json alone: a tokenizer that encodes everything to []
             raise ModelFolderError(f"the tokenizer in {folder} has {len(tokenizer)} token(s), so it cannot encode "
                                    f"text (is tokenizer.json missing?); {fix}")

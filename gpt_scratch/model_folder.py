@@ -230,6 +230,8 @@ def _unreadable(path, e):
 def read_config_dict(folder):
     """config.json of `folder` as a dict, refusing a missing, truncated or non-object file by name."""
     folder = os.fspath(folder)
+    if not folder.strip():
+        raise ModelFolderError(f"the model folder name is empty: pass the folder holding config.json; {HOW_TO_MAKE_ONE}")
     if not os.path.exists(folder):
         raise ModelFolderError(f"model folder {folder} does not exist; {HOW_TO_MAKE_ONE}")
     if not os.path.isdir(folder):
@@ -282,6 +284,37 @@ def check_json_file(folder, name, fix=None):
     return value
 
 
+_TOKEN_ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+_LENGTH_FIELDS = ("max_new_tokens", "max_length", "min_new_tokens", "min_length")
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_generation_config(folder):
+    """Refuse a generation_config.json that transformers would accept and then fail on mid-generation."""
+    from transformers import GenerationConfig
+
+    values = check_json_file(folder, GENERATION_CONFIG_FILE)
+    if values is None:
+        return None
+    path = os.path.join(os.fspath(folder), GENERATION_CONFIG_FILE)
+    fix = f"fix that value, or delete {GENERATION_CONFIG_FILE} (transformers then uses its defaults)"
+    for key in _TOKEN_ID_FIELDS:
+        v = values.get(key)
+        if v is not None and not (_is_int(v) or (isinstance(v, list) and v and all(_is_int(i) for i in v))):
+            raise ModelFolderError(f"{path}: {key} must be a token id (an integer) or a list of them, got {v!r}; {fix}")
+    for key in _LENGTH_FIELDS:
+        v = values.get(key)
+        if v is not None and not (_is_int(v) and v >= 0):
+            raise ModelFolderError(f"{path}: {key} must be a whole number of tokens, got {v!r}; {fix}")
+    try:
+        return GenerationConfig.from_pretrained(folder)
+    except Exception as e:  # its own validation: a value of the wrong kind or out of range
+        raise ModelFolderError(f"{path} is not a usable generation config: {e}; {fix}") from None
+
+
 def load_config(folder):
     """The transformers config of `folder` (gpt_scratch's types included), every failure a ModelFolderError."""
     from transformers import AutoConfig
@@ -296,7 +329,7 @@ def load_config(folder):
             f"{os.path.join(os.fspath(folder), CONFIG_FILE)} has model_type {model_type!r}, which neither "
             f"transformers nor gpt_scratch defines (gpt_scratch's are {', '.join(OWN_MODEL_TYPES)}); fix the "
             "model_type or re-save the model folder")
-    check_json_file(folder, GENERATION_CONFIG_FILE)
+    check_generation_config(folder)
     try:
         return AutoConfig.from_pretrained(folder)
     except Exception as e:  # anything that cannot build a config from the user's file is the file's fault

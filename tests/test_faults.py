@@ -92,6 +92,14 @@ def edit_config(**changes):
     return f
 
 
+def edit_json(name, **changes):
+    def f(d):
+        values = json.loads((d / name).read_text())
+        values.update(changes)
+        (d / name).write_text(json.dumps(values))
+    return f
+
+
 def edit_weights(fn):
     def f(d):
         sd = load_file(d / "model.safetensors")
@@ -129,6 +137,12 @@ BROKEN = {
     "weights with nan": (edit_weights(set_value(FC, float("nan"))), 2, [FC, "1 nan", "diverged", "learning_rate"]),
     "weights with inf": (edit_weights(set_value(FC, float("inf"))), 2, [FC, "1 inf", "diverged"]),
     "generation_config truncated": (truncate("generation_config.json"), 2, ["generation_config.json is not valid JSON"]),
+    "generation_config eos a string": (edit_json("generation_config.json", eos_token_id="50256"), 2,
+                                       ["eos_token_id must be a token id", "'50256'"]),
+    "generation_config length a string": (edit_json("generation_config.json", max_new_tokens="16"), 2,
+                                          ["max_new_tokens must be a whole number"]),
+    "tokenizer length negative": (edit_json("tokenizer_config.json", model_max_length=-5), 2,
+                                  ["model_max_length to -5"]),
     "tokenizer.json truncated": (truncate("tokenizer.json"), 2, ["tokenizer.json is not valid JSON", "save_tokenizer"]),
     "tokenizer.json a folder": (replace_with_folder("tokenizer.json"), 2, ["tokenizer.json is a folder"]),
 }
@@ -223,6 +237,7 @@ def test_generate_bad_options_and_inputs(good, tmp_path, capsys):
     m = ["--model", str(good)]
     cases = [
         (["--model", str(tmp_path / "a_file")], None, "is a file, not a model folder"),
+        (["--model", ""], None, "the model folder name is empty"),
         (m + ["--seed", "-1"], None, "--seed: must be in 0 .. 4294967295"),
         (m + ["--seed", str(2**40)], None, "--seed: must be in 0"),
         (m + ["--prompt-file", str(tmp_path)], None, "cannot read --prompt-file"),

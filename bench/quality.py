@@ -53,8 +53,10 @@ def make_optimizer(model, lr):
 def train_step(model, opt, x):
     import torch
 
+    from gpt_scratch.training import forward_kwargs
+
     opt.zero_grad(set_to_none=True)
-    loss = model(input_ids=x, labels=x).loss
+    loss = model(input_ids=x, labels=x, **forward_kwargs(model)).loss  # as the training loop calls it
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()

@@ -87,6 +87,8 @@ def make_step(model, opt, cfg, dtype, seed=0):
     """A closure running one training step on the next of a fixed set of batches; returns the loss tensor."""
     import torch
 
+    from gpt_scratch.training import forward_kwargs
+
     batches = make_batches(cfg, seed=1234 + seed)
     state = {"i": 0}
     bf16 = dtype == "bf16"
@@ -96,7 +98,7 @@ def make_step(model, opt, cfg, dtype, seed=0):
         state["i"] += 1
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=x, labels=x).loss
+            loss = model(input_ids=x, labels=x, **forward_kwargs(model)).loss  # as the training loop calls it
         loss.backward()
         opt.step()
         return loss

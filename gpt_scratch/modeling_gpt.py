@@ -198,7 +198,7 @@ class GPTModel(GPTPreTrainedModel):
                 "tuple caches are no longer supported"
             )
         past = cache.get_seq_length() if cache is not None else 0
-        if past + T > self.config.block_size:
+        if not torch.compiler.is_compiling() and past + T > self.config.block_size:  # generate() checked already
             raise ValueError(
                 f"sequence length {past + T} (past {past} + new {T}) exceeds block_size {self.config.block_size}; "
                 f"crop the input to its last {self.config.block_size} tokens or generate fewer tokens"

@@ -11,6 +11,8 @@ as transformers' ForCausalLMLoss (shift, ignore -100, mean or sum / num_items_in
 Copied next to saved weights with modeling_gpt.py (it imports only torch).
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -23,20 +25,39 @@ CHUNK_LOGITS = 1 << 27
 CHUNK_VOCAB = 4096
 
 
-def lm_head_cross_entropy(hidden, weight, labels, num_items_in_batch=None, shift_labels=None, **kwargs):
-    """Mean (or sum / num_items_in_batch) cross-entropy of `hidden @ weight.T` against labels shifted by one."""
+def lm_head_cross_entropy(hidden, weight, labels, num_items_in_batch=None, shift_labels=None, vocab_ids=None,
+                          **kwargs):
+    """Mean (or sum / num_items_in_batch) cross-entropy of `hidden @ weight.T` against labels shifted by one.
+
+    `vocab_ids` (sorted, unique) restricts the product to those rows, for a vocabulary
+    whose other rows are all zero (ids a corpus never uses, kept at zero in training):
+    each of those ids then has logit exactly 0, so one logit log(number of them) stands
+    for all of them and the loss is still the full-vocabulary loss, at a fraction of
+    the work. A target outside `vocab_ids` is refused.
+    """
     if shift_labels is None:
         shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:]  # token t predicts t + 1
     targets = shift_labels.reshape(-1).to(hidden.device)
     n_items = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
     h, w = hidden.reshape(-1, hidden.shape[-1]), weight
+    others_logit = float("-inf")
+    if vocab_ids is not None:
+        position = torch.full((weight.shape[0],), -1, dtype=torch.long, device=weight.device)
+        position[vocab_ids] = torch.arange(vocab_ids.numel(), device=weight.device)
+        valid = targets != -100
+        targets = torch.where(valid, position[targets.clamp(min=0)], targets)
+        if not torch.compiler.is_compiling() and bool((valid & (targets < 0)).any()):
+            raise ValueError("a label is outside vocab_ids, the vocabulary this loss is restricted to")
+        w = weight.index_select(0, vocab_ids)
+        n_others = weight.shape[0] - vocab_ids.numel()
+        others_logit = math.log(n_others) if n_others else float("-inf")
     device_type = h.device.type
     if torch.is_autocast_enabled(device_type):  # the matmuls in the autocast dtype, as nn.Linear would
         dtype = torch.get_autocast_dtype(device_type)
         h, w = h.to(dtype), w.to(dtype)
-    chunk_rows = max(1, CHUNK_LOGITS // weight.shape[0])
+    chunk_rows = max(1, CHUNK_LOGITS // w.shape[0])
     with torch.autocast(device_type, enabled=False):
-        return LMHeadCrossEntropy.apply(h, w, targets, n_items, chunk_rows, CHUNK_VOCAB)
+        return LMHeadCrossEntropy.apply(h, w, targets, n_items, chunk_rows, CHUNK_VOCAB, others_logit)
 
 
 def _add_product(out, a, b):
@@ -55,7 +76,7 @@ class LMHeadCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, n_items, chunk_rows, chunk_vocab):
+    def forward(ctx, hidden, weight, targets, n_items, chunk_rows, chunk_vocab, others_logit=float("-inf")):
         # hidden (N, C), weight (V, C), targets (N,) with -100 for "no loss here"
         acc = torch.promote_types(hidden.dtype, torch.float32)  # softmax and sums: fp32 at least
         valid = targets != -100
@@ -70,8 +91,9 @@ class LMHeadCrossEntropy(torch.autograd.Function):
             h, t, scale = hidden[rows], safe_targets[rows], row_scale[rows]
             # pass 1, per vocabulary slice: exp(logits - row max so far), the running
             # sum of those, and each row's target logit from the slice that holds it
-            top = torch.full_like(scale, float("-inf"))  # (n, 1)
-            total = torch.zeros_like(scale)
+            # the running max and sum start from `others_logit`, one logit for ids outside `weight`
+            top = torch.full_like(scale, others_logit)  # (n, 1)
+            total = torch.full_like(scale, 0.0 if others_logit == float("-inf") else 1.0)
             target_logit = torch.zeros_like(scale)
             slices = []
             for v0 in vocab_starts:
@@ -103,4 +125,4 @@ class LMHeadCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None, None, None
+        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None, None, None, None

@@ -246,7 +246,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
-                labels=None, use_cache=None, logits_to_keep=0, skip_logits=False, **kwargs):
+                labels=None, use_cache=None, logits_to_keep=0, skip_logits=False, loss_vocab_ids=None, **kwargs):
         """`labels` are the input ids themselves (shifted inside); -100 marks positions to ignore.
 
         `logits_to_keep=n` computes logits for the last n positions only (generate
@@ -255,6 +255,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         `skip_logits=True` (with labels; what the training loop asks for) computes the
         loss without the (batch, seq, vocab) logits, which are then None: faster and
         far smaller in memory (lm_head_loss.py). Otherwise logits are always returned.
+        `loss_vocab_ids` (with skip_logits) restricts that loss to the ids a corpus uses,
+        for a model whose other embedding rows are zero; it is still the full-vocabulary loss.
         """
         if labels is not None:
             check_token_ids(labels, self.config.vocab_size, "labels", allow=(-100,))
@@ -265,7 +267,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         x = out.last_hidden_state
         logits = loss = None
         if skip_logits:
-            loss = lm_head_cross_entropy(x, self.lm_head.weight, labels, **kwargs)
+            loss = lm_head_cross_entropy(x, self.lm_head.weight, labels, vocab_ids=loss_vocab_ids, **kwargs)
         else:
             if isinstance(logits_to_keep, int):
                 x = x[:, -logits_to_keep:] if logits_to_keep > 0 else x

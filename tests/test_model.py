@@ -424,3 +424,27 @@ def test_transformers_trainer_reduces_loss(tmp_path):
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 12
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_loss_restricted_to_the_used_vocabulary_is_the_full_loss():
+    # a corpus that uses only some ids, with the other embedding rows at zero: the loss
+    # over those ids (plus one logit for the rest) equals the full-vocabulary loss
+    model = wide_model().train()
+    used = torch.tensor(sorted({3, 5, 8, 13, 21, 34, 55, 89, 90, 96}))
+    keep = torch.zeros(V, dtype=torch.bool)
+    keep[used] = True
+    with torch.no_grad():
+        model.transformer.wte.weight[~keep] = 0
+    x = used[torch.randint(0, len(used), (3, 12))]
+    restricted = model(x, labels=x, skip_logits=True, loss_vocab_ids=used)
+    restricted.loss.backward()
+    grad = model.transformer.wte.weight.grad.clone()
+    model.zero_grad()
+    full = model(x, labels=x)
+    full.loss.backward()
+    torch.testing.assert_close(restricted.loss, full.loss, rtol=1e-5, atol=0)
+    scale = model.transformer.wte.weight.grad.abs().max().item()
+    torch.testing.assert_close(grad[keep], model.transformer.wte.weight.grad[keep], rtol=1e-4, atol=1e-5 * scale)
+    assert torch.all(grad[~keep] == 0)  # the unused rows stay at zero
+    with pytest.raises(ValueError, match="outside vocab_ids"):
+        model(torch.tensor([[3, 4]]), labels=torch.tensor([[3, 4]]), skip_logits=True, loss_vocab_ids=used)

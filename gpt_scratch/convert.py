@@ -69,7 +69,7 @@ def load_hf_gpt2(path):
     from .model_folder import load_model
 
     _check_input_folder(path, "gpt2", FROM_HF_INPUT)
-    return load_model(path, model_class=GPT2LMHeadModel).train()  # from_pretrained's mode, as before
+    return load_model(path, model_class=GPT2LMHeadModel)  # eval mode, as from_pretrained returns it
 
 
 def from_hf_gpt2(path_or_model) -> GPTForCausalLM:

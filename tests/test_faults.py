@@ -276,6 +276,7 @@ def test_convert_bad_inputs(good, stock_gpt2, broken, tmp_path, capsys):
     shutil.copytree(stock_gpt2, stock_missing)
     edit_weights(lambda sd: sd.pop("transformer.h.0.ln_2.bias"))(stock_missing)
     out = str(tmp_path / "out")
+    capsys.readouterr()  # the setup's own output
     cases = [
         (["--from-hf", str(good), "--out", out], "use --to-hf"),
         (["--to-hf", str(stock_gpt2), "--out", out], "use --from-hf"),
@@ -440,3 +441,11 @@ def test_convert_refuses_an_empty_or_current_out(good, tmp_path, monkeypatch, ca
         code, err = run_cli(convert_main, ["--to-hf", str(good), "--out", out], capsys)
         assert code == 2 and "error: " in err, (out, err)
         assert sorted(os.listdir(tmp_path)) == ["keep.txt"]
+
+
+def test_from_hf_gpt2_of_a_folder_loads_checked_and_in_eval_mode(stock_gpt2, broken):
+    from gpt_scratch import from_hf_gpt2
+
+    assert not from_hf_gpt2(str(stock_gpt2)).training  # as from_pretrained returns it: no dropout
+    with pytest.raises(ModelFolderError, match="use --to-hf"):
+        from_hf_gpt2(str(broken["weights with nan"]))  # a gpt_scratch folder, not GPT-2

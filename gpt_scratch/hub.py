@@ -467,6 +467,11 @@ def _remote_code_files(model_dir, config):
         except (OSError, UnicodeDecodeError) as e:
             raise HubInputError(f"cannot read {path} ({e}), which config.json's auto_map needs; re-save the folder "
                                 f"with {_HOW_TO_MAKE_A_FOLDER}") from None
+        try:
+            compile(source, path, "exec")
+        except (SyntaxError, ValueError) as e:
+            raise HubInputError(f"{path} is not valid Python ({e}), so the repo would not load with "
+                                f"trust_remote_code=True; re-save the folder with {_HOW_TO_MAKE_A_FOLDER}") from None
         # transformers copies flat siblings: "from .configuration_gpt import ..."
         queue += [m + ".py" for m in re.findall(r"^\s*from\s+\.(\w+)\s+import", source, re.M)]
     return seen
@@ -478,10 +483,16 @@ def check_folder(model_dir):
     A folder with missing tensors would load on the Hub with random weights in their
     place; one with nan weights (a diverged run) would generate nothing useful.
     """
-    from .model_folder import check_model_folder
+    from .model_folder import check_json_file, check_model_folder
 
+    fix = ("rewrite the tokenizer files with gpt_scratch.save_tokenizer(DIR, model_max_length=BLOCK_SIZE), "
+           "or delete them (generate.py then uses GPT-2's)")
     try:
-        return check_model_folder(model_dir, finite=True)
+        config = check_model_folder(model_dir, finite=True)
+        for name in TOKENIZER_FILES:
+            if name.endswith(".json"):
+                check_json_file(model_dir, name, fix=fix)
+        return config
     except ModelFolderError as e:
         raise HubInputError(f"not pushed: {e}") from None
 

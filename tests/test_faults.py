@@ -406,13 +406,18 @@ def test_push_refuses_a_broken_folder_before_any_request(broken, good, tmp_path,
         ("config truncated", "config.json is not valid JSON"),
         ("config a list", "holds a JSON list"),
         ("generation_config truncated", "generation_config.json is not valid JSON"),
+        ("tokenizer.json truncated", "tokenizer.json is not valid JSON"),
     ]
     argv = lambda folder: ["--model", str(folder), "--repo-id", "alice/tiny", "--token", "hf_FAKEtoken1234567890"]
     for case, message in cases:
         code, err = run_cli(push_main, argv(broken[case]), capsys)
         assert code == 2 and err.startswith("push_to_hub.py: error: ") and message in err, (case, err)
+    bad_code = shutil.copytree(good, tmp_path / "bad_code")
+    with open(bad_code / "modeling_gpt.py", "a") as f:
+        f.write("\ndef broken(:\n")  # a hand edit gone wrong
     for folder, message in ((tmp_path / "a_file", "is a file, not a folder"),
-                            (listed, "run_config.json holds a JSON list")):
+                            (listed, "run_config.json holds a JSON list"),
+                            (bad_code, "modeling_gpt.py is not valid Python")):
         code, err = run_cli(push_main, argv(folder), capsys)
         assert code == 2 and message in err, (folder, err)
     # A metrics file with a damaged byte: that line is skipped, the others still make the card.

@@ -321,7 +321,7 @@ def _card_body(name, config, n_params, metrics, data_text, run_config, where, ha
 
     block = config.get("block_size")
     tied = "tied" if config.get("tie_word_embeddings", True) else "separate"
-    where = where.replace("\\", "/")  # a Windows path, written so the Python string stays valid
+    where = where.replace("\\", "/")  # a Windows path works with forward slashes too
     # Prompt + new tokens must fit the context: the model refuses longer generations.
     new_tokens = min(50, block // 2) if isinstance(block, int) and block > 1 else 20
     if metrics["val_loss"] is not None:
@@ -383,7 +383,7 @@ def _card_body(name, config, n_params, metrics, data_text, run_config, where, ha
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
-        f'repo = "{where}"',
+        f"repo = {json.dumps(where)}",
         "tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True)",
         "model = AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)",
         "",
@@ -397,7 +397,7 @@ def _card_body(name, config, n_params, metrics, data_text, run_config, where, ha
         "```python",
         "from transformers import pipeline",
         "",
-        f'generator = pipeline("text-generation", model="{where}", trust_remote_code=True)',
+        f'generator = pipeline("text-generation", model={json.dumps(where)}, trust_remote_code=True)',
         f'print(generator("ROMEO:", max_new_tokens={new_tokens})[0]["generated_text"])',
         "```",
         "",

@@ -183,6 +183,9 @@ def write_folder(out_dir, write):
     try:
         os.makedirs(parent, exist_ok=True)
         tmp = staging_folder(out_dir)
+    except (NotADirectoryError, FileExistsError):
+        raise ModelFolderError(f"cannot create {out_dir}: a part of the path above it is a file, not a folder; "
+                               "choose another output folder") from None
     except OSError as e:
         raise environment_fault(e, f"creating a folder for {out_dir}") from e
     try:

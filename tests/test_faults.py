@@ -366,8 +366,12 @@ def test_save_fsyncs_every_file_and_folder_before_publishing(good, tmp_path, mon
 
 def test_save_model_folder_refuses_a_file_as_the_folder(good, tmp_path):
     (tmp_path / "model").write_text("not a folder")
+    model = mf.load_model(good)
     with pytest.raises(ModelFolderError, match="is a file, not a folder"):
-        save_model_folder(mf.load_model(good), tmp_path / "model")
+        save_model_folder(model, tmp_path / "model")
+    with pytest.raises(ModelFolderError, match="a part of the path above it is a file"):
+        save_model_folder(model, tmp_path / "model" / "sub")
+    assert (tmp_path / "model").read_text() == "not a folder"
 
 
 # ---------------------------------------------------------------- the real scripts: no traceback reaches the user

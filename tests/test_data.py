@@ -344,3 +344,92 @@ def test_default_download_with_wrong_sha_is_refused(local_default):
     dest = data.download_path(data.DEFAULT_DATA_URL)
     assert not dest.exists()
     assert list(dest.parent.iterdir()) == []  # no .part file left either
+
+
+# --- any corpus datasets can read (--dataset) ---------------------------------
+
+DOCS = ["First Citizen:\nBefore we proceed any further, hear me speak.\n\n", "All:\nSpeak, speak.\n",
+        "", "First Citizen:\nYou are all resolved rather to die than to famish?\n\n\n"] * 30
+
+
+def hf_stream(d):
+    """Token ids of train then validation as one array (the blocks cover all but the tails)."""
+    return np.concatenate([torch.stack([d[s][i]["input_ids"] for i in range(len(d[s]))]).numpy().reshape(-1)
+                           for s in ("train", "validation")])
+
+
+def expected_blocks(tokens, block_size, val_fraction=0.1):
+    blocks = data.split_tokens(np.asarray(tokens, dtype=np.int32), block_size, val_fraction)
+    return np.concatenate([blocks["train"].reshape(-1), blocks["validation"].reshape(-1)])
+
+
+def docs_tokens(docs):
+    enc = load_tiktoken()
+    out = []
+    for i, d in enumerate(docs):
+        ids = enc.encode_ordinary(d) if d else []
+        out += ([data.EOT_ID] if i and ids else []) + ids
+    return out
+
+
+def test_dataset_text_file_keeps_gpt2_tokens(tmp_path):
+    # load_dataset("text") is line-based by default: newlines would vanish and tokens change
+    path = write(tmp_path / "play.txt", TEXT * 20)
+    d = data.build_hf_dataset(str(path), 8, cache_dir=str(tmp_path / "c"))
+    want = expected_blocks(load_tiktoken().encode_ordinary(TEXT * 20), 8)
+    assert np.array_equal(hf_stream(d), want)
+    assert d["train"][0]["input_ids"].dtype == torch.long and d["train"][0]["input_ids"].shape == (8,)
+
+
+def test_dataset_parquet_json_csv_and_save_to_disk_give_the_same_tokens(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"id": list(range(len(DOCS))), "body": DOCS})
+    ds.to_parquet(str(tmp_path / "c.parquet"))
+    ds.to_json(str(tmp_path / "c.jsonl"))
+    ds.to_csv(str(tmp_path / "c.csv"), index=False)
+    ds.save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "shards").mkdir()
+    ds.select(range(60)).to_parquet(str(tmp_path / "shards" / "a.parquet"))
+    ds.select(range(60, len(DOCS))).to_parquet(str(tmp_path / "shards" / "b.parquet"))
+    want = expected_blocks(docs_tokens(DOCS), 16)
+    for src in ("c.parquet", "c.jsonl", "c.csv", "saved", "shards"):
+        d = data.build_hf_dataset(str(tmp_path / src), 16, text_column="body", num_proc=2,
+                                  cache_dir=str(tmp_path / f"cache-{src}"))
+        assert np.array_equal(hf_stream(d), want), src  # (csv reads the empty documents as None: same tokens)
+
+
+def test_dataset_second_build_reuses_the_caches(tmp_path, monkeypatch):
+    import datasets
+
+    datasets.Dataset.from_dict({"text": DOCS}).to_parquet(str(tmp_path / "c.parquet"))
+    first = hf_stream(data.build_hf_dataset(str(tmp_path / "c.parquet"), 16, cache_dir=str(tmp_path / "c")))
+
+    def no_tokenizing(*a, **k):
+        raise AssertionError("tokenized again")
+
+    def files():
+        return sorted(str(p) for p in (tmp_path / "c").rglob("*") if p.is_file() and ".lock" not in p.name)
+
+    before = files()
+    monkeypatch.setattr(data, "_write_stream", no_tokenizing)
+    again = data.build_hf_dataset(str(tmp_path / "c.parquet"), 16, cache_dir=str(tmp_path / "c"))
+    assert np.array_equal(hf_stream(again), first)
+    assert files() == before  # datasets' map found its cache: no new Arrow file
+
+
+def test_dataset_errors_name_the_fix(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"body": DOCS}).to_parquet(str(tmp_path / "c.parquet"))
+    with pytest.raises(DataError, match="no column 'text' .*body.*--text_column"):
+        data.build_hf_dataset(str(tmp_path / "c.parquet"), 16, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(DataError, match="does not exist"):
+        data.build_hf_dataset(str(tmp_path / "nope.parquet"), 16, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(DataError, match="block_size=4096"):
+        data.build_hf_dataset(str(tmp_path / "c.parquet"), 4096, text_column="body", cache_dir=str(tmp_path / "c"))
+    datasets.Dataset.from_dict({"n": [1, 2, 3]}).to_parquet(str(tmp_path / "n.parquet"))
+    with pytest.raises(DataError, match="not text"):
+        data.build_hf_dataset(str(tmp_path / "n.parquet"), 4, text_column="n", cache_dir=str(tmp_path / "c"))
+    with pytest.raises(DataError, match="cannot load dataset 'no-such/corpus'"):  # offline (conftest)
+        data.build_hf_dataset("no-such/corpus", 16, cache_dir=str(tmp_path / "c"))

@@ -332,6 +332,22 @@ def test_readme_accelerate_config_launch_trains_on_two_processes(tmp_path, corpu
     assert "Removed shared tensor" not in p.stderr + p.stdout
 
 
+def test_readme_main_job_launch_is_quiet(tmp_path, corpus):
+    # the first command's launch, as printed (after the pip installs), with tiny settings appended
+    import shlex
+
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        first = next(line for line in f if "pip install" in line and "scripts/train.py" in line)
+    cmd = shlex.split(first.split("&&")[-1])
+    out = tmp_path / "main"
+    p = subprocess.run(cmd + tiny_args(corpus, out, max_steps=2, eval_interval=0, save_interval=2), cwd=REPO,
+                       env=child_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "(world size 1)" in p.stdout
+    for noise in ("were not passed to `accelerate launch`", "Removed shared tensor", "Traceback"):
+        assert noise not in p.stdout + p.stderr, noise
+
+
 def test_readme_torchrun_launch_shares_the_data_and_matches_one_process(tmp_path, corpus):
     from gpt_scratch.data import build_datasets
 

@@ -109,6 +109,9 @@ def from_hf_gpt2(path_or_model) -> GPTForCausalLM:
 
 def to_hf_gpt2(model: GPTForCausalLM) -> GPT2LMHeadModel:
     """A stock transformers GPT2LMHeadModel with this model's weights (loads with no custom code)."""
+    if not isinstance(model, GPTForCausalLM):
+        raise TypeError(f"expected a gpt_scratch GPTForCausalLM, got {type(model).__name__} (only the GPT has a "
+                        "GPT-2 equivalent)")
     c = model.config
     hf_config = GPT2Config(
         vocab_size=c.vocab_size,

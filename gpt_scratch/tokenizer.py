@@ -151,7 +151,14 @@ def load_tokenizer(model_max_length: int = 1024):
 
 def save_tokenizer(out_dir: str | os.PathLike, model_max_length: int = 1024) -> tuple[str, ...]:
     """Write tokenizer.json + tokenizer_config.json so ``AutoTokenizer.from_pretrained(out_dir)`` works offline."""
-    files = load_tokenizer(model_max_length).save_pretrained(out_dir)
+    from .errors import ModelFolderError
+
+    if not os.fspath(out_dir).strip():
+        raise ModelFolderError("save_tokenizer: the folder name is empty; pass the model folder to write into")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ModelFolderError(f"save_tokenizer: {out_dir} is a file, not a folder; pass the model folder")
+    tokenizer = load_tokenizer(model_max_length)
+    files = tokenizer.save_pretrained(out_dir)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         if not os.path.isfile(os.path.join(out_dir, name)):
             raise RuntimeError(f"save_pretrained did not write {name} into {out_dir}")

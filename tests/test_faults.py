@@ -258,6 +258,14 @@ def test_tokenizer_of_another_vocabulary_is_refused(tmp_path, capsys):
     assert code == 2 and "vocab_size is 300" in err, err
 
 
+def test_save_tokenizer_refuses_an_empty_name_or_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    for bad, message in (("", "folder name is empty"), (tmp_path / "f", "is a file")):
+        with pytest.raises(ModelFolderError, match=message):
+            save_tokenizer(bad)
+    assert (tmp_path / "f").read_text() == "x"
+
+
 @pytest.mark.parametrize("bad", [-5, 0, "512", 1.5, True, None])
 def test_load_tokenizer_refuses_a_bad_length(bad):
     with pytest.raises(ConfigError, match="model_max_length must be a positive integer"):

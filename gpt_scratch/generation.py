@@ -18,7 +18,8 @@ from transformers import AutoTokenizer, TextStreamer, set_seed
 # Being inside gpt_scratch, this module is only imported after gpt_scratch/__init__.py has
 # registered the GPT and bigram classes with AutoConfig/AutoModelForCausalLM: both load below.
 from .errors import ModelFolderError, run_cli
-from .model_folder import check_json_file, check_weight_names, load_config, load_model, read_config_dict, weight_files
+from .model_folder import (TOKENIZER_FILES, check_json_file, check_weight_names, load_config, load_model,
+                           read_config_dict, weight_files)
 from .tokenizer import load_tokenizer
 
 DEFAULT_MAX_NEW_TOKENS = 200
@@ -161,9 +162,6 @@ def _resolve_device(parser, name):
     return name
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-
-
 def _load_tokenizer(folder, block_size):
     present = [f for f in TOKENIZER_FILES if os.path.exists(os.path.join(folder, f))]
     if present:
@@ -172,7 +170,8 @@ def _load_tokenizer(folder, block_size):
                "or delete them to use GPT-2's")
         try:
             for name in present:
-                check_json_file(folder, name, fix=fix)
+                if name.endswith(".json"):
+                    check_json_file(folder, name, fix=fix)
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except ModelFolderError:
             raise

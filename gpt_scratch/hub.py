@@ -27,15 +27,14 @@ from huggingface_hub.repocard_data import EvalResult
 
 from . import errors
 from .errors import ModelFolderError, run_cli
+from .model_folder import CONFIG_FILE, MODEL_FILES, TOKENIZER_FILES, WEIGHTS_FILE
 
 CARD_FILE = "README.md"
 LOSS_PLOT = "loss.png"
 METRICS_FILE = "metrics.jsonl"
 RUN_CONFIG_FILE = "run_config.json"
-REQUIRED_FILES = ("config.json", "model.safetensors")
-# What a model repo needs to load with AutoModelForCausalLM + AutoTokenizer, and nothing else.
-MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
+REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+# A push uploads MODEL_FILES + TOKENIZER_FILES (what AutoModelForCausalLM + AutoTokenizer need) and the remote code.
 NOT_RECORDED = "not recorded"
 TAGS = ["gpt2", "gpt_scratch", "text-generation", "custom_code"]
 SHAKESPEARE_ID = "tiny_shakespeare"

@@ -31,6 +31,10 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
+# What from_pretrained needs for the model, and the tokenizer files AutoTokenizer reads (GPT-2's, for every
+# gpt_scratch model); a push uploads these plus the remote code named by auto_map.
+MODEL_FILES = (CONFIG_FILE, GENERATION_CONFIG_FILE, WEIGHTS_FILE)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
 # The model types gpt_scratch defines: for these the expected tensors are known exactly.
 OWN_MODEL_TYPES = ("gpt_scratch", "gpt_scratch_bigram")
 HOW_TO_MAKE_ONE = (

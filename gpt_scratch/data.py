@@ -56,6 +56,8 @@ import pyarrow as pa
 import torch
 from datasets import Dataset, DatasetDict, Features, List, Value, load_from_disk
 
+from .checkpoints import fsync_dir, fsync_tree
+from .errors import DataError  # bad or missing training data; the message names the fix
 from .tokenizer import EOT_ID, R50K_PATTERN, RANKS_SHA256, load_tiktoken
 
 logger = logging.getLogger(__name__)
@@ -71,7 +73,6 @@ TOKENIZER_ID = f"gpt2-r50k:{RANKS_SHA256}:{R50K_PATTERN}:eot={EOT_ID}"
 _NO_NETWORK_HINT = "pass --data PATH with a local text file or a folder of .txt files"
 
 
-from .errors import DataError  # noqa: E402  (bad or missing training data; the message names the fix)
 
 
 # ---------------------------------------------------------------------------
@@ -110,6 +111,8 @@ def _download(url: str, dest: Path, expected_sha256: str | None) -> None:
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     h.update(chunk)
                     out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
         except urllib.error.HTTPError as e:
             raise DataError(f"downloading {url} failed: HTTP {e.code} {e.reason}; {_NO_NETWORK_HINT}.") from e
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
@@ -127,6 +130,7 @@ def _download(url: str, dest: Path, expected_sha256: str | None) -> None:
                 f"or the download was altered; nothing was saved. {_NO_NETWORK_HINT}."
             )
         os.replace(tmp, dest)
+        fsync_dir(dest.parent)
         logger.info("downloaded %s to %s", url, dest)
     finally:
         if os.path.exists(tmp):
@@ -320,8 +324,10 @@ def build_datasets(
             "tokenizer": "gpt2 (r50k_base)",
         }
         (tmp / "gpt_scratch_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        fsync_tree(tmp)  # a power loss must not publish empty files under the final name
         try:
             os.rename(tmp, final)
+            fsync_dir(root)
         except OSError:
             # Another process finished the same key first; its copy is identical.
             if not final.is_dir():
@@ -456,6 +462,7 @@ def _write_stream(tokenized, dest: Path) -> int:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
+        fsync_dir(dest.parent)
     except OSError as e:
         raise DataError(f"cannot write the token file {dest} ({e.strerror or e}); check free disk space or pass "
                         "--cache_dir on a larger disk") from e

@@ -44,7 +44,9 @@ from .checkpoints import (CHECKPOINT_RE, COMPLETE_FILE, STATE_FILE, TrainState, 
                           save_checkpoint)
 from .errors import CheckpointError, ConfigError, DataError, EnvironmentFault, GptScratchError, run_cli
 from .metrics import MetricsLog, Throughput, flops_per_token, measure_matmul_peak, plot_losses
-from .train_config import TrainConfig, build_parser, lr_at, parse_config
+from .optim import lr_at, make_optimizer
+from .train_vocab import used_token_ids, zero_unused_rows
+from .train_config import TrainConfig, build_parser, parse_config
 
 ResumeError = CheckpointError  # the name before errors.py
 SHAPE_FIELDS = ("model", "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias")
@@ -141,21 +143,6 @@ def model_shape(model) -> dict:
     return shape
 
 
-def make_optimizer(model, cfg: TrainConfig, device_type):
-    # weight decay on matrices (matmul weights, embeddings) only; not on biases or LayerNorm gains
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    kw = dict(lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
-    try:
-        # fused: one kernel for all parameters (≈3x faster step measured on CPU)
-        return torch.optim.AdamW(groups, fused=device_type in ("cuda", "cpu"), **kw)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, **kw)
-
-
 def forward_kwargs(model):
     """gpt_scratch's GPT returns only the loss when told (skip_logits); other models get the plain call."""
     from .modeling_gpt import GPTForCausalLM
@@ -182,13 +169,26 @@ def cpu_threads(cfg, accelerator):
     return max(1, cores // max(1, local))
 
 
+def cpu_bf16_is_fast():
+    """True where bf16 matmuls run at least as fast as half the fp32 rate (AVX512-BF16/AMX, not AVX2)."""
+    peaks = {dt: measure_matmul_peak(torch.device("cpu"), dt, seconds=0.05, n=256, rounds=2)
+             for dt in (torch.float32, torch.bfloat16)}
+    return peaks[torch.bfloat16] >= 0.5 * peaks[torch.float32], peaks
+
+
+def auto_mixed_precision(use_cpu):
+    """mixed_precision auto: bf16 on a GPU that has it or a CPU with fast bf16 matmuls, else no."""
+    if use_cpu:
+        return "bf16" if cpu_bf16_is_fast()[0] else "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "no"
+
+
 def _check_bf16_is_fast(cfg):
     """bf16 on a CPU without bf16 instructions (AVX2 only) runs ~100x slower than fp32: refuse it up front."""
     if cfg.mixed_precision != "bf16":
         return
-    peaks = {dt: measure_matmul_peak(torch.device("cpu"), dt, seconds=0.05, n=256, rounds=2)
-             for dt in (torch.float32, torch.bfloat16)}
-    if peaks[torch.bfloat16] < 0.5 * peaks[torch.float32]:
+    fast, peaks = cpu_bf16_is_fast()
+    if not fast:
         raise ConfigError(
             f"mixed_precision bf16 is {peaks[torch.float32] / peaks[torch.bfloat16]:.0f}x slower than fp32 on this "
             f"CPU (no bf16 matrix instructions: {peaks[torch.bfloat16] / 1e9:.1f} vs "
@@ -291,7 +291,7 @@ class Run:
     model: object  # prepared (DDP/FSDP-wrapped where that applies)
     raw_model: object  # the model itself: export, shape, sampling
     forward: object  # what the loop calls: the prepared model, compiled if asked
-    fwd_kw: dict
+    fwd_kw: dict  # how the loop calls the model (evaluation too)
     optimizer: object
     train_loader: object
     val_loader: object
@@ -300,6 +300,7 @@ class Run:
     throughput: Throughput
     tokens_per_step: int
     batch_log: object = None
+    train_kw: dict = dataclasses.field(default_factory=dict)  # training steps only: the restricted vocabulary
 
     @property
     def world(self):
@@ -349,6 +350,8 @@ def setup(cfg: TrainConfig) -> Run:
     from .data import collate, load_training_data
 
     use_cpu = cfg.cpu or not torch.cuda.is_available()
+    if cfg.mixed_precision == "auto":
+        cfg = dataclasses.replace(cfg, mixed_precision=auto_mixed_precision(use_cpu))
     if cfg.mixed_precision == "fp16" and use_cpu:
         raise ConfigError("mixed_precision fp16 needs a GPU; use bf16 on CPU")
     if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
@@ -383,6 +386,13 @@ def setup(cfg: TrainConfig) -> Run:
         say(f"init_from {cfg.init_from}: {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, "
             f"context {c.block_size}")
     logging.getLogger("accelerate.utils.other").addFilter(_QuietExpectedWarnings(getattr(model, "_tied_weights_keys", None) or ()))
+    train_kw = {}
+    if cfg.train_vocab == "data":
+        ids = used_token_ids(train_ds, model.config.vocab_size)
+        zero_unused_rows(model, ids)  # a no-op on a resumed run: they stayed zero
+        train_kw = {"loss_vocab_ids": ids.to(accelerator.device)}
+        say(f"train_vocab data: the loss covers the {len(ids):,} ids the training split uses "
+            f"(of {model.config.vocab_size:,}); the others' embeddings are held at zero")
     resume_path, _ = resolve_resume(cfg.resume, cfg.out_dir, world, cfg.max_steps, model_shape(model), say)
     optimizer = make_optimizer(model, cfg, accelerator.device.type)
     # the loader's own generator: shuffling must not consume the global RNG that dropout uses
@@ -423,8 +433,8 @@ def setup(cfg: TrainConfig) -> Run:
     return Run(cfg=cfg, accelerator=accelerator, model=model, raw_model=raw,
                forward=torch.compile(model) if cfg.compile else model, fwd_kw=forward_kwargs(raw),
                optimizer=optimizer, train_loader=train_loader, val_loader=val_loader, state=state, metrics=metrics,
-               throughput=Throughput(flops_per_token(raw, cfg.block_size), peak, world),
-               tokens_per_step=tokens_per_step, batch_log=batch_log)
+               throughput=Throughput(flops_per_token(raw, cfg.block_size, len(ids) if train_kw else None), peak, world),
+               tokens_per_step=tokens_per_step, batch_log=batch_log, train_kw=train_kw)
 
 
 def fit(run: Run) -> bool:
@@ -450,7 +460,8 @@ def fit(run: Run) -> bool:
                 if run.batch_log is not None:
                     run.batch_log.write(json.dumps([_block_hash(b) for b in batch["input_ids"]]) + "\n")
                 with acc.accumulate(run.model):
-                    loss = run.forward(input_ids=batch["input_ids"], labels=batch["labels"], **run.fwd_kw).loss
+                    loss = run.forward(input_ids=batch["input_ids"], labels=batch["labels"], **run.fwd_kw,
+                                       **run.train_kw).loss
                     acc.backward(loss)
                     grad_norm = None
                     if acc.sync_gradients and cfg.grad_clip > 0:
@@ -498,8 +509,8 @@ def _stop_if_not_finite(run, loss, grad_norm, micro):
     cfg, step = run.cfg, run.state.step + 1
     what = f"loss {loss.item()}" if not math.isfinite(loss.item()) else f"gradient norm {float(grad_norm)}"
     done = list_checkpoints(cfg.out_dir)
-    kept = (f"the newest checkpoint, {done[-1]}, holds finite weights (--resume auto continues from it)"
-            if done else "no checkpoint was written before it")
+    kept = (f"the newest checkpoint, {done[-1]}, holds finite weights (resume it, or an earlier checkpoint-STEP "
+            "if it diverges again)" if done else "no checkpoint was written before it")
     clip = f"--grad_clip 1.0 (now {cfg.grad_clip})" if cfg.grad_clip <= 0 else f"a smaller --grad_clip (now {cfg.grad_clip})"
     raise TrainingDiverged(
         f"non-finite {what} at step {step} (micro-batch {micro + 1}): stopped before the optimizer step, so no "

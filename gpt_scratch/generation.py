@@ -18,8 +18,8 @@ from transformers import AutoTokenizer, TextStreamer, set_seed
 # Being inside gpt_scratch, this module is only imported after gpt_scratch/__init__.py has
 # registered the GPT and bigram classes with AutoConfig/AutoModelForCausalLM: both load below.
 from .errors import ModelFolderError, run_cli
-from .model_folder import (TOKENIZER_FILES, check_json_file, check_weight_names, load_config, load_model,
-                           read_config_dict, weight_files)
+from .model_folder import (check_tokenizer_files, check_weight_names, load_config, load_model, read_config_dict,
+                           tokenizer_fix, weight_files)
 from .tokenizer import load_tokenizer
 
 DEFAULT_MAX_NEW_TOKENS = 200
@@ -163,26 +163,15 @@ def _resolve_device(parser, name):
 
 
 def _load_tokenizer(folder, block_size):
-    present = [f for f in TOKENIZER_FILES if os.path.exists(os.path.join(folder, f))]
+    present = check_tokenizer_files(folder, block_size)
     if present:
-        fix = (f"rewrite the tokenizer files with python -c \"import gpt_scratch; gpt_scratch.save_tokenizer('{folder}', "
-               f"model_max_length={block_size or 1024})\" (every gpt_scratch model uses GPT-2's tokenizer), "
-               "or delete them to use GPT-2's")
+        fix = tokenizer_fix(folder, block_size)
         try:
-            for name in present:
-                if name.endswith(".json"):
-                    check_json_file(folder, name, fix=fix)
             tokenizer = AutoTokenizer.from_pretrained(folder)
-        except ModelFolderError:
-            raise
         except Exception as e:  # a hand-broken tokenizer file; the tokenizers library raises plain Exception
             raise ModelFolderError(
                 f"the tokenizer files in {folder} ({', '.join(present)}) cannot be loaded: {type(e).__name__}: "
                 f"{str(e)[:300]}; {fix}") from None
-        limit = tokenizer.model_max_length
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
-            raise ModelFolderError(f"{os.path.join(folder, 'tokenizer_config.json')} sets model_max_length to "
-                                   f"{limit!r}, not a positive number of tokens; {fix}")
         if len(tokenizer) < 2:  # e.g. tokenizer_config.json alone: a tokenizer that encodes everything to []
             raise ModelFolderError(f"the tokenizer in {folder} has {len(tokenizer)} token(s), so it cannot encode "
                                    f"text (is tokenizer.json missing?); {fix}")

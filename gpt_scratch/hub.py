@@ -482,15 +482,11 @@ def check_folder(model_dir):
     A folder with missing tensors would load on the Hub with random weights in their
     place; one with nan weights (a diverged run) would generate nothing useful.
     """
-    from .model_folder import check_json_file, check_model_folder
+    from .model_folder import check_model_folder, check_tokenizer_files
 
-    fix = ("rewrite the tokenizer files with gpt_scratch.save_tokenizer(DIR, model_max_length=BLOCK_SIZE), "
-           "or delete them (generate.py then uses GPT-2's)")
     try:
         config = check_model_folder(model_dir, finite=True)
-        for name in TOKENIZER_FILES:
-            if name.endswith(".json"):
-                check_json_file(model_dir, name, fix=fix)
+        check_tokenizer_files(model_dir, getattr(config, "block_size", None))
         return config
     except ModelFolderError as e:
         raise HubInputError(f"not pushed: {e}") from None

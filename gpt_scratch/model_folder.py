@@ -322,6 +322,30 @@ def check_generation_config(folder):
         raise ModelFolderError(f"{path} is not a usable generation config: {e}; {fix}") from None
 
 
+def tokenizer_fix(folder, block_size=None):
+    """How to repair the tokenizer files of a gpt_scratch folder (they are GPT-2's, rewritten from the package)."""
+    return (f"rewrite the tokenizer files with python -c \"import gpt_scratch; gpt_scratch.save_tokenizer("
+            f"'{os.fspath(folder)}', model_max_length={block_size or 1024})\" (every gpt_scratch model uses GPT-2's "
+            "tokenizer), or delete them to use GPT-2's")
+
+
+def check_tokenizer_files(folder, block_size=None):
+    """Refuse tokenizer files that are there but broken: not JSON objects, or a model_max_length that is no length.
+
+    Returns the names of the tokenizer files present.
+    """
+    fix = tokenizer_fix(folder, block_size)
+    present = [f for f in TOKENIZER_FILES if os.path.exists(os.path.join(os.fspath(folder), f))]
+    for name in present:
+        if name.endswith(".json"):
+            values = check_json_file(folder, name, fix=fix)
+            limit = values.get("model_max_length") if name == "tokenizer_config.json" else None
+            if limit is not None and not (_is_int(limit) and limit > 0):
+                raise ModelFolderError(f"{os.path.join(os.fspath(folder), name)} sets model_max_length to {limit!r}, "
+                                       f"not a positive number of tokens; {fix}")
+    return present
+
+
 def load_config(folder):
     """The transformers config of `folder` (gpt_scratch's types included), every failure a ModelFolderError."""
     from transformers import AutoConfig

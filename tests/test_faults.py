@@ -419,6 +419,7 @@ def test_push_refuses_a_broken_folder_before_any_request(broken, good, tmp_path,
         ("config a list", "holds a JSON list"),
         ("generation_config truncated", "generation_config.json is not valid JSON"),
         ("tokenizer.json truncated", "tokenizer.json is not valid JSON"),
+        ("tokenizer length negative", "model_max_length to -5"),
     ]
     argv = lambda folder: ["--model", str(folder), "--repo-id", "alice/tiny", "--token", "hf_FAKEtoken1234567890"]
     for case, message in cases:

@@ -9,6 +9,11 @@ the folder are fsync'ed, and one rename publishes it. A full disk, a kill or a
 power loss leaves either the previous folder or none, never half a model; the
 temporary folder is removed on failure, so a retry starts clean.
 
+Measured cost of the fsyncs (2-core VM, virtio disk, 2 runs each): the main job's
+29 MB model saves in 0.29 s with them against 0.18 s without; GPT-2 124M (498 MB)
+in 1.9-2.0 s against 1.4-2.0 s, within run-to-run noise. tests/test_faults.py
+prints the figure for its tiny model.
+
 Checking: transformers loads a model.safetensors with missing tensors by
 putting random weights in their place (and ignores unexpected ones), exit 0.
 The project's own loaders read the safetensors header first and refuse missing

@@ -6,8 +6,11 @@ auto_map, and GPT-2's tokenizer files.
 
 Saving: everything is written into a temporary sibling folder, every file and
 the folder are fsync'ed, and one rename publishes it. A full disk, a kill or a
-power loss leaves either the previous folder or none, never half a model; the
-temporary folder is removed on failure, so a retry starts clean.
+power loss never leaves half a model under the folder's name; a failure that
+Python sees removes the temporary folder, so a retry starts clean (a kill -9
+leaves a `.NAME.partial-*` sibling behind). Replacing an earlier model folder
+takes two renames (old aside, new in); a crash between them leaves the old one
+complete as `.NAME.old-*`.
 
 Measured cost of the fsyncs (2-core VM, virtio disk, 2 runs each): the main job's
 29 MB model saves in 0.29 s with them against 0.18 s without; GPT-2 124M (498 MB)

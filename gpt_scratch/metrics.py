@@ -23,10 +23,16 @@ from .errors import EnvironmentFault
 METRICS_FILE = "metrics.jsonl"
 
 
-def flops_per_token(model, block_size):
-    """Training FLOPs per token, PaLM-style: 6 * params + attention (12 * layers * width * context)."""
+def flops_per_token(model, block_size, vocab_used=None):
+    """Training FLOPs per token, PaLM-style: 6 * params + attention (12 * layers * width * context).
+
+    `vocab_used`: the ids the loss computes logits for (train_vocab data); the other rows
+    of the tied embedding take no work.
+    """
     n = sum(p.numel() for p in model.parameters())
     c = model.config
+    if vocab_used is not None:
+        n -= (c.vocab_size - vocab_used) * c.n_embd
     attn = 12 * getattr(c, "n_layer", 0) * getattr(c, "n_embd", 0) * block_size if hasattr(c, "n_head") else 0
     return 6 * n + attn
 

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .optim import lr_at  # noqa: F401  (the schedule; re-exported for older imports)
 
 @dataclass
 class TrainConfig:
@@ -55,6 +56,15 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = no clipping"})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw, or muon (Muon on the hidden matrices, AdamW on "
+                                                       "embeddings, norms and biases)"})
+    lr_schedule: str = field(default="cosine", metadata={"help": "cosine (warm-up, cosine to min_lr) or wsd (warm-up, "
+                                                          "stable, linear decay over the last cooldown_fraction)"})
+    cooldown_fraction: float = field(default=0.2, metadata={"help": "wsd: fraction of the steps spent decaying to min_lr"})
+    train_vocab: str = field(default="full", metadata={"help": "full, or data: the loss only computes logits for the "
+                                                        "ids the training split uses, the others' embeddings held at "
+                                                        "zero (same full-vocabulary loss, less work; saved model is "
+                                                        "full GPT-2)"})
     # evaluation, logging, checkpoints
     eval_interval: int = field(default=100, metadata={"help": "steps between validation evaluations (0 = only at the end)"})
     eval_steps: int = field(default=20, metadata={"help": "validation batches per evaluation (0 = the whole split)"})
@@ -63,7 +73,8 @@ class TrainConfig:
     keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept"})
     resume: str | None = field(default=None, metadata={"help": "'auto' (newest checkpoint in out_dir, if any) or a checkpoint folder"})
     # hardware
-    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (fp16 needs a GPU)"})
+    mixed_precision: str = field(default="no", metadata={"help": "no, bf16, fp16 (fp16 needs a GPU) or auto (bf16 on "
+                                                             "a GPU with bf16 or a CPU with fast bf16 matmuls, else no)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     cpu: bool = field(default=False, metadata={"help": "train on CPU even if a GPU is there (automatic when there is none)"})
     cpu_threads: int = field(default=0, metadata={"help": "torch threads per process on CPU; 0 = cores / processes "
@@ -76,8 +87,17 @@ class TrainConfig:
     def __post_init__(self):
         if self.model not in ("gpt", "bigram"):
             raise ConfigError(f"model must be 'gpt' or 'bigram', got {self.model!r}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16", "auto"):
+            raise ConfigError(f"mixed_precision must be 'no', 'bf16', 'fp16' or 'auto', got {self.mixed_precision!r}")
+        for name, allowed in (("optimizer", ("adamw", "muon")), ("lr_schedule", ("cosine", "wsd")),
+                              ("train_vocab", ("full", "data"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 0 < self.cooldown_fraction <= 1:
+            raise ConfigError(f"cooldown_fraction must be in (0, 1], got {self.cooldown_fraction}")
+        if self.train_vocab == "data" and (self.init_from or self.model != "gpt"):
+            raise ConfigError("train_vocab data zeroes the embeddings of unused ids: it is for a GPT trained from "
+                              "scratch, not with --init_from or the bigram; use --train_vocab full")
         for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "gradient_accumulation_steps",
                      "max_steps", "log_interval", "keep_checkpoints"):
             if getattr(self, name) <= 0:
@@ -196,13 +216,3 @@ def parse_config(argv=None) -> TrainConfig:
     for k, v in args.items():
         values[k] = _convert(k, v, from_text=True)
     return TrainConfig(**values)
-
-
-def lr_at(step, cfg: TrainConfig):
-    """Learning rate for optimizer step `step` (0-based): linear warmup, cosine to min_lr at decay_steps."""
-    if step < cfg.warmup_steps:
-        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
-    if step >= cfg.decay_steps:
-        return cfg.min_lr
-    progress = (step - cfg.warmup_steps) / max(1, cfg.decay_steps - cfg.warmup_steps)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)

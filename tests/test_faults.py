@@ -467,3 +467,36 @@ def test_from_hf_gpt2_of_a_folder_loads_checked_and_in_eval_mode(stock_gpt2, bro
     assert not from_hf_gpt2(str(stock_gpt2)).training  # as from_pretrained returns it: no dropout
     with pytest.raises(ModelFolderError, match="use --to-hf"):
         from_hf_gpt2(str(broken["weights with nan"]))  # a gpt_scratch folder, not GPT-2
+
+
+KILLED_MID_SAVE = """
+import sys, time
+import torch
+import gpt_scratch.model_folder as mf
+from gpt_scratch import GPTConfig, GPTForCausalLM, save_model_folder
+
+def stalled_tokenizer(out_dir, model_max_length):  # the weights are written; the save is half done
+    print("WEIGHTS WRITTEN", flush=True)
+    time.sleep(60)
+
+mf.save_tokenizer = stalled_tokenizer
+save_model_folder(GPTForCausalLM(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32)), sys.argv[1])
+"""
+
+
+def test_kill_minus_9_mid_save_publishes_nothing(good, tmp_path):
+    """A save killed after the weights were written: the old folder stays as it was, complete."""
+    folder = tmp_path / "model"
+    shutil.copytree(good, folder)
+    before = digest(folder)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_MID_SAVE, str(folder)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    try:
+        assert proc.stdout.readline().strip() == "WEIGHTS WRITTEN", proc.stderr.read()[-2000:]
+        partial = [p for p in os.listdir(tmp_path) if p.startswith(".model.partial-")]
+        assert len(partial) == 1 and "model.safetensors" in os.listdir(tmp_path / partial[0])
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert digest(folder) == before
+    mf.check_model_folder(folder)

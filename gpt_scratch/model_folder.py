@@ -138,7 +138,9 @@ def check_replaceable(final):
     final = os.path.abspath(shown)
     if not os.path.lexists(final):
         return
-    if not os.path.isdir(final) or os.path.islink(final):
+    if os.path.islink(final):
+        raise ModelFolderError(f"{shown} is a symbolic link: give the real folder it points to, or a new folder")
+    if not os.path.isdir(final):
         raise ModelFolderError(f"{shown} is a file, not a folder: choose another output folder or remove the file")
     cwd = os.path.abspath(os.getcwd())
     if final == os.path.dirname(final) or cwd == final or cwd.startswith(final.rstrip(os.sep) + os.sep):

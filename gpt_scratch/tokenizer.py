@@ -22,10 +22,16 @@ R50K_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|
 
 
 def _checked_ranks_path():
-    with open(RANKS_PATH, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    from .errors import EnvironmentFault
+
+    try:
+        with open(RANKS_PATH, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    except OSError as e:
+        raise EnvironmentFault(f"cannot read GPT-2's BPE ranks at {RANKS_PATH} ({e}); reinstall gpt_scratch "
+                               "(pip install -e .) to restore it") from None
     if digest != RANKS_SHA256:
-        raise RuntimeError(
+        raise EnvironmentFault(
             f"{RANKS_PATH} is corrupt (sha256 {digest}, expected {RANKS_SHA256}); "
             "reinstall gpt_scratch to restore it."
         )

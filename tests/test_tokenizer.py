@@ -122,11 +122,17 @@ def test_corrupt_ranks_file_raises(tmp_path, monkeypatch):
     # Both are cached, so clear them or the good file's result would be reused.
     tk.load_tiktoken.cache_clear()
     tk._vocab_and_merges.cache_clear()
+    from gpt_scratch.errors import EnvironmentFault
+
     try:
-        with pytest.raises(RuntimeError, match="corrupt"):
+        # The installation, not the user's input: exit 1 from a command line, with the fix.
+        with pytest.raises(EnvironmentFault, match="corrupt.*reinstall"):
             tk.load_tiktoken()
-        with pytest.raises(RuntimeError, match="corrupt"):
+        with pytest.raises(EnvironmentFault, match="corrupt"):
             tk.load_tokenizer()
+        monkeypatch.setattr(tk, "RANKS_PATH", str(tmp_path / "missing.tiktoken"))
+        with pytest.raises(EnvironmentFault, match="cannot read .*missing.tiktoken.*reinstall"):
+            tk.load_tiktoken()
     finally:
         # Nothing was cached (the calls raised), but be explicit for later tests.
         tk.load_tiktoken.cache_clear()

@@ -78,3 +78,13 @@ def test_quality_quick(tmp_path, shakespeare_path):
     assert r["max_abs_gap"] < 1e-2
     assert r["summary"]["gpt_scratch"]["val_loss_mean"] < r["uniform_loss"] + 0.5
     assert "bigram" in r["summary"] or r["bigram_skipped"]
+
+
+def test_time_to_quality_quick(tmp_path, shakespeare_path):
+    r = run_quick("time_to_quality", tmp_path, "--data", shakespeare_path)
+    assert set(r["rows"]) == {"main-job-before", "main-job"}
+    for row in r["rows"].values():
+        run = row["runs"][0]
+        assert run["steps"] >= 4 and run["tokens"] > 0
+        assert run["val_loss"] < 10.9  # below uniform over 50,257 ids (10.825) plus noise: it trained
+        assert run["wall_s"] < 3 * r["budget_s"]  # sized to the budget (loose: the machine is shared)

@@ -1,0 +1,155 @@
+"""Time to quality: the validation loss each training recipe reaches in the same wall-clock budget.
+
+Every recipe goes through gpt_scratch's own training loop (gpt_scratch.training.train) on
+tiny Shakespeare with the project's usual split (last 10% for validation). A short warm-up
+run of each recipe measures its time per optimizer step on this machine; its schedule is
+then sized so the whole run (setup, steps, final evaluation over the whole validation split,
+export) fits in the budget, and the run's real wall time is reported beside it. Validation
+loss is always over all 50,257 GPT-2 ids.
+
+Rows:
+  main-job-before      the main job's recipe before this bench (4 layers x 128, AdamW, cosine)
+  transformers-gpt2    transformers' GPT2LMHeadModel of that shape and recipe, through the same loop
+  main-job             configs/shakespeare.yaml as it is now
+
+    python bench/time_to_quality.py                       # 10 minutes a run, 3 seeds: ~95 minutes
+    python bench/time_to_quality.py --budget-s 180 --seeds 1337
+    python bench/time_to_quality.py --quick               # smoke test: tiny model, seconds a run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import REPO, base_parser, default_data_path, ensure_malloc_env, env_info, set_threads, write_results  # noqa: E402
+
+# The main job's recipe as it stood before this bench (configs/shakespeare.yaml, 2026-11-30).
+MAIN_JOB_BEFORE = dict(
+    model="gpt", n_layer=4, n_head=4, n_embd=128, block_size=128, dropout=0.0, batch_size=16,
+    learning_rate=3e-3, min_lr=3e-4, warmup_steps=30, weight_decay=0.1, grad_clip=1.0,
+    mixed_precision="no", optimizer="adamw", lr_schedule="cosine", train_vocab="full",
+)
+QUICK_SHAPE = dict(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, warmup_steps=2)
+WARMUP_STEPS = 12  # steps timed to size each recipe's schedule
+SAFETY = 0.92  # of the budget left after the measured fixed costs goes to steps
+
+
+def current_main_job():
+    import yaml
+
+    with open(REPO / "configs" / "shakespeare.yaml") as f:
+        cfg = yaml.safe_load(f)
+    keep = {k: v for k, v in cfg.items() if k not in ("data", "out_dir", "max_steps", "seed", "eval_interval",
+                                                       "eval_steps", "log_interval", "save_interval", "sample_tokens",
+                                                       "keep_checkpoints", "resume")}
+    return keep
+
+
+def run_train(settings, data, out_dir, seed, max_steps, warmup=None, hf_model=False):
+    """One run of the training loop; returns (final val loss, steps, tokens, wall seconds, seconds per step)."""
+    import torch
+
+    from gpt_scratch import training
+    from gpt_scratch.train_config import TrainConfig
+
+    s = dict(settings)
+    if warmup is not None:
+        s["warmup_steps"] = warmup
+    cfg = TrainConfig(data=data, out_dir=out_dir, seed=seed, max_steps=max_steps, eval_interval=0, eval_steps=0,
+                      log_interval=max(1, min(10, max_steps // 2)), save_interval=0, keep_checkpoints=1,
+                      sample_tokens=0, **s)
+    build = training.build_model
+    if hf_model:  # transformers' GPT-2 of the same shape, trained by the same loop
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        def build_hf(c):
+            torch.manual_seed(c.seed)
+            return GPT2LMHeadModel(GPT2Config(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                              n_positions=c.block_size, resid_pdrop=c.dropout,
+                                              embd_pdrop=c.dropout, attn_pdrop=c.dropout))
+
+        training.build_model = build_hf
+    t0 = time.perf_counter()
+    try:
+        training.train(cfg)
+    finally:
+        training.build_model = build
+    wall = time.perf_counter() - t0
+    records = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl")) if line.strip()]
+    val = [r["val_loss"] for r in records if "val_loss" in r][-1]
+    train_recs = [r for r in records if "tokens_per_sec" in r]
+    last = train_recs[-1]
+    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
+    return {"val_loss": val, "steps": last["step"], "tokens": last["tokens"], "wall_s": wall,
+            "s_per_step": tokens_per_step / last["tokens_per_sec"]}
+
+
+def sized_run(name, settings, data, seed, budget_s, work, hf_model=False):
+    """Warm up, size the schedule to the budget, run; returns the run's figures."""
+    warm_dir = os.path.join(work, f"{name}-warm-{seed}")
+    warm = run_train(settings, data, warm_dir, seed, WARMUP_STEPS, warmup=2, hf_model=hf_model)
+    fixed = warm["wall_s"] - WARMUP_STEPS * warm["s_per_step"]  # setup, evaluation, export
+    steps = max(4, int(SAFETY * (budget_s - fixed) / warm["s_per_step"]))
+    warmup = min(settings.get("warmup_steps", 30), max(1, steps // 10))
+    res = run_train(settings, data, os.path.join(work, f"{name}-{seed}"), seed, steps, warmup=warmup,
+                    hf_model=hf_model)
+    res["warmup_s_per_step"] = warm["s_per_step"]
+    print(f"  {name} seed {seed}: val loss {res['val_loss']:.4f} after {res['steps']} steps "
+          f"({res['tokens']:,} tokens) in {res['wall_s']:.0f} s (budget {budget_s:.0f} s)", flush=True)
+    return res
+
+
+def main(argv=None):
+    p = base_parser("time_to_quality", __doc__)
+    p.add_argument("--data", default=str(default_data_path()), help="tiny Shakespeare (or another text file)")
+    p.add_argument("--budget-s", type=float, default=None, help="wall-clock seconds per run (default 600)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 1337 1338 1339")
+    p.add_argument("--rows", nargs="+", default=None, choices=["main-job-before", "transformers-gpt2", "main-job"])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override settings of the main-job row (to try a lever)")
+    args = p.parse_args(argv)
+    print(ensure_malloc_env())
+    set_threads(args.threads)
+    import yaml
+
+    budget = args.budget_s or (15 if args.quick else 600)
+    seeds = args.seeds or ([1337] if args.quick else [1337, 1338, 1339])
+    before, now_ = dict(MAIN_JOB_BEFORE), current_main_job()
+    for kv in args.set:
+        k, v = kv.split("=", 1)
+        now_[k] = yaml.safe_load(v)
+    if args.quick:
+        before.update(QUICK_SHAPE)
+        now_.update(QUICK_SHAPE)
+    rows = {"main-job-before": (before, False), "transformers-gpt2": (before, True), "main-job": (now_, False)}
+    chosen = args.rows or (["main-job-before", "main-job"] if args.quick else list(rows))
+    info = env_info()
+    print(f"torch {info['torch']}, {info['torch_threads']} threads, {info['cpu']}; budget {budget:.0f} s a run")
+    results = {"env": info, "budget_s": budget, "seeds": seeds, "rows": {}}
+    with tempfile.TemporaryDirectory() as work:
+        for name in chosen:
+            settings, hf = rows[name]
+            print(f"== {name}: {settings}", flush=True)
+            runs = [sized_run(name, settings, args.data, seed, budget, work, hf_model=hf) for seed in seeds]
+            losses = [r["val_loss"] for r in runs]
+            results["rows"][name] = {
+                "settings": settings, "runs": runs,
+                "val_loss_mean": statistics.mean(losses), "val_loss_spread": max(losses) - min(losses),
+                "steps_mean": statistics.mean(r["steps"] for r in runs),
+                "tokens_mean": statistics.mean(r["tokens"] for r in runs),
+                "wall_s_max": max(r["wall_s"] for r in runs),
+            }
+    write_results(args.out, results)
+    line = "; ".join(f"{n} {r['val_loss_mean']:.3f} (spread {r['val_loss_spread']:.3f}, {r['tokens_mean']:,.0f} tokens)"
+                     for n, r in results["rows"].items())
+    print(f"RATIOS: val loss in {budget:.0f} s: {line}")
+
+
+if __name__ == "__main__":
+    main()

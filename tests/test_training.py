@@ -302,9 +302,21 @@ def readme_command(prefix):
     return shlex.split(lines[0])
 
 
+def run_group(cmd, timeout=600):
+    """Run a launcher in its own process group; on a timeout kill the whole group (its workers too)."""
+    p = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        raise AssertionError(f"{' '.join(cmd[:6])} ... hung for {timeout} s:\n{out[-2000:]}\n{err[-3000:]}") from None
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
 def run_readme_launch(prefix, extra, timeout=600):
-    cmd = readme_command(prefix) + extra
-    return subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=timeout)
+    return run_group(readme_command(prefix) + extra, timeout)
 
 
 def check_world_size_2(proc, out, steps):
@@ -340,8 +352,7 @@ def test_readme_main_job_launch_is_quiet(tmp_path, corpus):
         first = next(line for line in f if "pip install" in line and "scripts/train.py" in line)
     cmd = shlex.split(first.split("&&")[-1])
     out = tmp_path / "main"
-    p = subprocess.run(cmd + tiny_args(corpus, out, max_steps=2, eval_interval=0, save_interval=2), cwd=REPO,
-                       env=child_env(), capture_output=True, text=True, timeout=600)
+    p = run_group(cmd + tiny_args(corpus, out, max_steps=2, eval_interval=0, save_interval=2))
     assert p.returncode == 0, p.stderr[-3000:]
     assert "(world size 1)" in p.stdout
     for noise in ("were not passed to `accelerate launch`", "Removed shared tensor", "Traceback"):
@@ -380,8 +391,7 @@ def test_launch_that_starts_fewer_processes_than_asked_is_refused(tmp_path, corp
     # accelerate 1.15 turns `--cpu --num_processes 2` into ONE process; it must not train alone silently
     out = tmp_path / "r"
     args = tiny_args(corpus, out, max_steps=2)
-    p = subprocess.run(["accelerate", "launch", "--cpu", "--num_processes", "2", TRAIN_PY] + args, cwd=REPO,
-                       env=child_env(), capture_output=True, text=True, timeout=300)
+    p = run_group(["accelerate", "launch", "--cpu", "--num_processes", "2", TRAIN_PY] + args, timeout=300)
     # (accelerate's launcher then adds its own CalledProcessError traceback: not ours to silence)
     assert p.returncode != 0 and "train.py: error: accelerate launch was asked for several processes" in p.stderr
     assert "started ONE" in p.stderr and "gpt_scratch/" not in p.stderr  # no traceback from the project

@@ -370,6 +370,8 @@ def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
 
 def load_training_data(cfg, accelerator=None):
     """(train, validation) datasets of blocks for a TrainConfig: --dataset through load_dataset, else --data."""
+    if cfg.cache_dir is not None and os.path.exists(cfg.cache_dir) and not os.path.isdir(cfg.cache_dir):
+        raise DataError(f"cache_dir {cfg.cache_dir} is a file, not a folder; pass another --cache_dir")
     if getattr(cfg, "dataset", None):
         dd = prepare_hf_dataset(cfg.dataset, cfg.block_size, cfg.val_fraction, config_name=cfg.dataset_config,
                                 split=cfg.dataset_split, text_column=cfg.text_column, num_proc=cfg.num_proc,
@@ -424,6 +426,9 @@ def _load_source(name, config_name, split, hf_cache=None):
                 ds = ds[split]
             return ds
         if path.is_file() or path.is_dir():
+            if split != "train":
+                raise DataError(f"local files give one split, 'train', not {split!r}: drop --dataset_split (validation "
+                                "is the last val_fraction of the tokens), or save a DatasetDict with save_to_disk")
             files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
             kinds = {_BUILDERS.get(p.suffix.lower()) for p in files} - {None}
             if len(kinds) != 1:

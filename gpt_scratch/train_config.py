@@ -85,6 +85,10 @@ class TrainConfig:
     record_batches: bool = field(default=False, metadata={"help": "debug: log a hash of every training block each process sees"})
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{f.name} must be a finite number, got {v}")
         if self.model not in ("gpt", "bigram"):
             raise ConfigError(f"model must be 'gpt' or 'bigram', got {self.model!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16", "auto"):
@@ -122,6 +126,18 @@ class TrainConfig:
             raise ConfigError(f"init_from loads a GPT; it cannot start a {self.model!r} model (drop --init_from or use --model gpt)")
         if self.num_proc < 0:
             raise ConfigError(f"num_proc must be >= 0, got {self.num_proc}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"grad_clip must be >= 0 (0 = no clipping), got {self.grad_clip}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
+        if self.dataset is None and self.dataset_split != "train":
+            raise ConfigError("dataset_split picks a split of a --dataset; with --data the validation split is the "
+                              "last val_fraction of the text. Drop --dataset_split or use --dataset")
         if self.model == "gpt" and self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 

@@ -86,6 +86,30 @@ def build_model(cfg: TrainConfig):
     )
 
 
+def check_model_fits(cfg: TrainConfig, device_type, available=None):
+    """Refuse a model whose weights, gradients and AdamW state (16 bytes a parameter) cannot fit in memory.
+
+    Without this, a mistyped n_layer (say 1e20) allocates until the kernel kills the process.
+    The model is built on the CPU first on every device, so RAM needs at least its weights.
+    """
+    if cfg.model != "gpt" or cfg.init_from:
+        return
+    e = cfg.n_embd
+    n = 50257 * e + cfg.block_size * e + cfg.n_layer * (12 * e * e + 13 * e) + 2 * e
+    need = n * (16 if device_type == "cpu" else 4)
+    if available is None:
+        try:
+            with open("/proc/meminfo") as f:
+                available = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
+        except (OSError, StopIteration, ValueError):
+            return
+    if need > available:
+        raise ConfigError(
+            f"a GPT with n_layer={cfg.n_layer}, n_embd={cfg.n_embd} has ~{n / 1e6:,.0f}M parameters and needs "
+            f"~{need / 2**30:,.1f} GiB for weights, gradients and optimizer state; {available / 2**30:,.1f} GiB are "
+            "available. Lower n_layer or n_embd")
+
+
 def load_pretrained(source, block_size, dropout):
     """A GPTForCausalLM from a gpt_scratch folder, a transformers GPT-2 folder or a Hub id, for fine-tuning.
 
@@ -379,6 +403,7 @@ def setup(cfg: TrainConfig) -> Run:
     accelerator.wait_for_everyone()
 
     train_ds, val_ds = load_training_data(cfg, accelerator)
+    check_model_fits(cfg, accelerator.device.type)
     model = build_model(cfg)
     if cfg.init_from:  # the shape is the pretrained model's: record it as this run's settings
         c = model.config

@@ -188,3 +188,22 @@ def test_yaml_syntax_error_and_out_dir_that_is_a_file(tmp_path, corpus, capsys):
     a_file.write_text("not a folder")
     code, _, err = run_main(tiny_args(corpus, a_file), capsys)
     assert code == 2 and "out_dir" in err and "is a file" in err
+
+
+@pytest.mark.parametrize("over, message", [
+    (dict(learning_rate="nan"), "learning_rate must be a finite number"),
+    (dict(beta1=2), "beta1 must be in [0, 1)"),
+    (dict(grad_clip=-1), "grad_clip must be >= 0"),
+    (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
+    (dict(seed=-5), "seed must be in [0, 2**32)"),
+    (dict(dataset_split="test"), "Drop --dataset_split"),
+    (dict(n_layer=10**12), "Lower n_layer or n_embd"),  # used to allocate until the kernel killed it
+    (dict(cache_dir="A_FILE"), "is a file, not a folder"),
+    (dict(data=None, dataset="CORPUS", dataset_split="test"), "local files give one split"),
+])
+def test_bad_training_inputs_are_errors_that_name_the_fix(tmp_path, corpus, capsys, over, message):  # noqa: F811
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    over = {k: (str(a_file) if v == "A_FILE" else corpus if v == "CORPUS" else v) for k, v in over.items()}
+    code, _, err = run_main(tiny_args(corpus, tmp_path / "o", **over), capsys)
+    assert code == 2 and message in err and "Traceback" not in err, err[-2000:]

@@ -136,7 +136,13 @@ class MetricsLog:
 
     def keep_until(self, step):
         """Drop records past `step` (written after the checkpoint a run resumes from) and unreadable lines."""
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled:
+            return
+        folder, name = os.path.split(self.path)
+        for left in os.listdir(folder or "."):
+            if left.startswith(name + ".tmp-"):  # a rewrite killed before its rename: the published file is intact
+                os.unlink(os.path.join(folder, left))
+        if not os.path.exists(self.path):
             return
         keep = [r for r in read_records(self.path) if r["step"] <= step]
         _write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in keep))

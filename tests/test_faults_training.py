@@ -103,6 +103,47 @@ def test_failed_metrics_rewrite_keeps_the_history(tmp_path, monkeypatch):
     assert [r["step"] for r in metrics.read_records(str(path))] == list(range(1, 51))
 
 
+KILLED_REWRITE = """\
+import os, sys, time
+from gpt_scratch import metrics
+real_open = open
+def slow_open(path, mode="r", *a, **k):
+    f = real_open(path, mode, *a, **k)
+    if ".tmp-" in str(path) and "w" in mode:
+        write = f.write
+        def half_then_hang(text):
+            write(text[: len(text) // 2]); f.flush()
+            print("HALF", flush=True)
+            time.sleep(60)
+        f.write = half_then_hang
+    return f
+metrics.open = slow_open
+metrics.MetricsLog(sys.argv[1]).keep_until(50)
+"""
+
+
+def test_kill_9_during_the_metrics_rewrite_keeps_the_history(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from test_training import REPO, child_env
+
+    path = tmp_path / "metrics.jsonl"
+    text = "".join(json.dumps({"step": s, "train_loss": 1.0}) + "\n" for s in range(1, 60001))
+    path.write_text(text)
+    p = subprocess.Popen([sys.executable, "-c", KILLED_REWRITE, str(tmp_path)], cwd=REPO, env=child_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "HALF", p.stderr.read()[-2000:]
+    p.send_signal(signal.SIGKILL)  # a real kill, mid-rewrite
+    p.wait(timeout=60)
+    assert path.read_text() == text  # all 60,000 records still there
+    assert [n for n in os.listdir(tmp_path) if ".tmp-" in n]  # the half-written temp file is all it left
+    metrics.MetricsLog(str(tmp_path)).keep_until(50)  # the next start cleans up and rewrites
+    assert [r["step"] for r in metrics.read_records(str(path))] == list(range(1, 51))
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+
+
 # ---------------------------------------------------------------- damaged checkpoints
 
 def test_corrupt_random_states_is_refused_and_auto_falls_back(tmp_path, corpus, capsys):  # noqa: F811

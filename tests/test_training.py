@@ -339,6 +339,13 @@ def test_readme_accelerate_config_launch_trains_on_two_processes(tmp_path, corpu
     p = run_readme_launch(launch, tiny_args(corpus, out, max_steps=4, resume="auto", **common))
     assert "resumed from" in p.stdout and "checkpoint-2" in p.stdout
     check_world_size_2(p, out, 4)
+    # and it ends where a 2-process run that was never stopped ends, bit for bit
+    full = tmp_path / "full"
+    q = run_readme_launch(launch, tiny_args(corpus, full, max_steps=4, **common))
+    assert q.returncode == 0, q.stderr[-3000:]
+    a = load_file(str(full / "model" / "model.safetensors"))
+    b = load_file(str(out / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # quiet when nothing is wrong: no launcher defaults warning, no warning about the tied lm_head
     assert "were not passed to `accelerate launch`" not in p.stderr
     assert "Removed shared tensor" not in p.stderr + p.stdout

@@ -256,6 +256,14 @@ class _QuietExpectedWarnings(logging.Filter):
         super().__init__()
         self.tied = set(tied)
 
+    @classmethod
+    def install(cls, tied):
+        """On Accelerate's save logger, replacing one an earlier run in this process installed."""
+        log = logging.getLogger("accelerate.utils.other")
+        for old in [f for f in log.filters if isinstance(f, cls)]:
+            log.removeFilter(old)
+        log.addFilter(cls(tied))
+
     def filter(self, record):
         msg = record.getMessage()
         m = re.search(r"Removed shared tensor (\{.*?\}) while saving", msg)
@@ -410,7 +418,7 @@ def setup(cfg: TrainConfig) -> Run:
         cfg = dataclasses.replace(cfg, n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, bias=c.bias)
         say(f"init_from {cfg.init_from}: {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, "
             f"context {c.block_size}")
-    logging.getLogger("accelerate.utils.other").addFilter(_QuietExpectedWarnings(getattr(model, "_tied_weights_keys", None) or ()))
+    _QuietExpectedWarnings.install(getattr(model, "_tied_weights_keys", None) or ())
     train_kw = {}
     if cfg.train_vocab == "data":
         ids = used_token_ids(train_ds, model.config.vocab_size)

@@ -450,3 +450,21 @@ def test_shipped_configs_parse(name):
     assert cfg.out_dir == f"out/{name}"
     assert cfg.model == ("bigram" if name == "bigram" else "gpt")
     assert (cfg.init_from == "openai-community/gpt2") == (name == "finetune-shakespeare")
+
+
+def test_only_the_expected_tied_weight_warning_is_silenced():
+    import logging
+
+    training._QuietExpectedWarnings.install({"lm_head.weight": "transformer.wte.weight"})
+    training._QuietExpectedWarnings.install({"lm_head.weight": "transformer.wte.weight"})  # a second run
+    log = logging.getLogger("accelerate.utils.other")
+    quiet = [f for f in log.filters if isinstance(f, training._QuietExpectedWarnings)]
+    assert len(quiet) == 1
+
+    def shown(names):
+        msg = f"Removed shared tensor {names} while saving. This should be OK, but check ..."
+        return quiet[0].filter(logging.LogRecord("accelerate.utils.other", logging.WARNING, __file__, 1, msg, None, None))
+
+    assert not shown({"lm_head.weight"})
+    assert shown({"lm_head.weight", "transformer.h.0.mlp.c_fc.weight"})  # a real surprise still warns
+    assert quiet[0].filter(logging.LogRecord("x", logging.WARNING, __file__, 1, "something else", None, None))

@@ -40,7 +40,7 @@ import sys
 import torch
 
 from .checkpoints import (CHECKPOINT_RE, COMPLETE_FILE, STATE_FILE, TrainState, check_checkpoint, disk_fault,
-                          fsync_dir, fsync_tree, list_checkpoints, remove_stale_temporaries, resolve_resume,
+                          list_checkpoints, remove_stale_temporaries, resolve_resume,
                           save_checkpoint)
 from .errors import CheckpointError, ConfigError, DataError, EnvironmentFault, GptScratchError, run_cli
 from .metrics import MetricsLog, Throughput, flops_per_token, measure_matmul_peak, plot_losses
@@ -586,28 +586,28 @@ def finish(run: Run):
 
 
 def export(model, cfg, model_dir, state_dict=None):
-    """The final folder: weights + tokenizer (from_pretrained / pipeline), metrics, loss curve, model card."""
-    from .export import save_model_folder
-    from .hub import write_model_card
+    """The final folder: weights + tokenizer (from_pretrained / pipeline), metrics, loss curve, model card.
 
-    tmp = model_dir + ".tmp"
-    try:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
+    Written through model_folder.write_folder: staged beside model_dir, fsynced, then
+    swapped in, so a kill or a full disk leaves the previous model folder or the new one.
+    """
+    from .hub import write_model_card
+    from .model_folder import check_finite, save_model_folder, write_folder
+
+    check_finite(state_dict.items() if state_dict is not None else model.state_dict().items(), "the trained model")
+
+    def write(tmp):
         save_model_folder(model, tmp, state_dict=state_dict)
         for name in ("metrics.jsonl", "run_config.json"):
             shutil.copy(os.path.join(cfg.out_dir, name), os.path.join(tmp, name))
         plot_losses(os.path.join(cfg.out_dir, "metrics.jsonl"), os.path.join(tmp, "loss.png"))
-        shutil.copy(os.path.join(tmp, "loss.png"), os.path.join(cfg.out_dir, "loss.png"))
         write_model_card(tmp)
-        fsync_tree(tmp)
-        if os.path.exists(model_dir):
-            shutil.rmtree(model_dir)
-        os.replace(tmp, model_dir)
-        fsync_dir(cfg.out_dir)
-    except (OSError, RuntimeError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise disk_fault("the model folder", model_dir, e) from e
+
+    write_folder(model_dir, write)
+    try:
+        shutil.copy(os.path.join(model_dir, "loss.png"), os.path.join(cfg.out_dir, "loss.png"))
+    except OSError as e:
+        raise disk_fault("loss.png", cfg.out_dir, e) from e
 
 
 @torch.no_grad()

@@ -191,6 +191,27 @@ def test_full_disk_during_a_save_names_disk_space_and_leaves_no_temporary(tmp_pa
     assert [os.path.basename(p) for p in training.list_checkpoints(out)] == ["checkpoint-2"]
 
 
+def test_full_disk_during_the_export_keeps_the_previous_model_folder(tmp_path, corpus, capsys, monkeypatch):  # noqa: F811
+    from transformers import PreTrainedModel
+
+    out = tmp_path / "r"
+    assert run_main(tiny_args(corpus, out, max_steps=2, eval_interval=0, save_interval=2), capsys)[0] == 0
+    before = (out / "model" / "model.safetensors").read_bytes()
+    real = PreTrainedModel.save_pretrained
+
+    def disk_full(self, path, *a, **k):
+        real(self, path, *a, **k)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", disk_full)
+    code, _, err = run_main(tiny_args(corpus, out, max_steps=4, eval_interval=0, save_interval=2, resume="auto"),
+                            capsys)
+    assert code == 1 and "disk space" in err and "Traceback" not in err
+    assert (out / "model" / "model.safetensors").read_bytes() == before  # the previous model, untouched
+    assert sorted(n for n in os.listdir(out) if "model" in n) == ["model"]  # no staging folder left
+    assert training.list_checkpoints(out)[-1].endswith("checkpoint-4")  # the run's progress is saved
+
+
 def test_every_checkpoint_file_is_fsynced_before_the_rename(tmp_path, corpus, capsys, monkeypatch):  # noqa: F811
     events, real_fsync, real_replace = [], os.fsync, os.replace
 

@@ -73,6 +73,55 @@ def measure_matmul_peak(device, dtype, seconds=0.5, n=None, rounds=5):
     return 2 * n**3 / best
 
 
+def _peak_key(device, dtype, n):
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = "cpu"
+        try:
+            with open("/proc/cpuinfo") as f:
+                where = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "cpu")
+        except OSError:
+            pass
+        where += f" x{torch.get_num_threads()} threads"
+    return f"{where} | {str(dtype).replace('torch.', '')} | n={n}"
+
+
+def matmul_peak(device, dtype, cache_path=None, **probe):
+    """(peak FLOP/s, measured now) for MFU: the best this machine has shown, not only this moment's probe.
+
+    A probe on a machine that stays busy for its whole duration reads low and makes
+    MFU read high. The best value seen for the same device, dtype and thread count is
+    kept in `cache_path` (default <user cache>/matmul_peak.json) and used when it is
+    higher, so MFU converges to an honest share on a shared machine.
+    """
+    device = torch.device(device)
+    now = measure_matmul_peak(device, dtype, **probe)
+    n = probe.get("n") or (4096 if device.type == "cuda" else 1024)
+    if cache_path is None:
+        from .data import user_cache_dir
+
+        cache_path = os.path.join(user_cache_dir(), "matmul_peak.json")
+    key = _peak_key(device, dtype, n)
+    try:
+        with open(cache_path, encoding="utf-8") as f:
+            best = json.load(f)
+        if not isinstance(best, dict):
+            best = {}
+    except (OSError, ValueError):
+        best = {}
+    seen = best.get(key)
+    if isinstance(seen, (int, float)) and seen >= now:
+        return float(seen), now
+    best[key] = now
+    try:
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        _write_atomically(cache_path, json.dumps(best, indent=1) + "\n")
+    except (OSError, EnvironmentFault):
+        pass  # a read-only home: the probe alone is still a peak
+    return now, now
+
+
 class Throughput:
     """Tokens/s and MFU between two log points, pausing over evaluations and saves."""
 

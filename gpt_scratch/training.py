@@ -43,7 +43,7 @@ from .checkpoints import (CHECKPOINT_RE, COMPLETE_FILE, STATE_FILE, TrainState, 
                           list_checkpoints, remove_stale_temporaries, resolve_resume,
                           save_checkpoint)
 from .errors import CheckpointError, ConfigError, DataError, EnvironmentFault, GptScratchError, run_cli
-from .metrics import MetricsLog, Throughput, flops_per_token, measure_matmul_peak, plot_losses
+from .metrics import MetricsLog, Throughput, flops_per_token, matmul_peak, measure_matmul_peak, plot_losses
 from .optim import lr_at, make_optimizer
 from .train_vocab import used_token_ids, zero_unused_rows
 from .train_config import TrainConfig, build_parser, parse_config
@@ -455,11 +455,12 @@ def setup(cfg: TrainConfig) -> Run:
     accelerator.init_trackers("gpt_scratch", config={k: v for k, v in dataclasses.asdict(cfg).items() if v is not None})
 
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps * world
-    peak = measure_matmul_peak(accelerator.device, torch.bfloat16 if cfg.mixed_precision != "no" else torch.float32)
+    peak, peak_now = matmul_peak(accelerator.device, torch.bfloat16 if cfg.mixed_precision != "no" else torch.float32)
     n_params = sum(p.numel() for p in raw.parameters())
     say(f"{cfg.model}: {n_params / 1e6:.2f}M parameters | {len(train_ds)} train / {len(val_ds)} val blocks of "
         f"{cfg.block_size} tokens | {world} process(es) on {accelerator.device} (world size {world}) | "
-        f"{tokens_per_step} tokens/step | matmul peak {peak / 1e9:,.0f} GFLOP/s")
+        f"{tokens_per_step} tokens/step | matmul peak {peak / 1e9:,.0f} GFLOP/s"
+        + (f" (best seen here; {peak_now / 1e9:,.0f} now: the machine is busy)" if peak_now < 0.9 * peak else ""))
     batch_log = None
     if cfg.record_batches:
         batch_log = open(os.path.join(cfg.out_dir, f"batches-rank{accelerator.process_index}.jsonl"), "a")

@@ -10,7 +10,7 @@ loss is always over all 50,257 GPT-2 ids.
 Rows:
   main-job-before      the main job's recipe before this bench (4 layers x 128, AdamW, cosine)
   transformers-gpt2    transformers' GPT2LMHeadModel of that shape and recipe, through the same loop
-  main-job             configs/shakespeare.yaml as it is now
+  main-job             configs/shakespeare.yaml as it is now (its own max_steps, unless they do not fit)
 
     python bench/time_to_quality.py                       # 10 minutes a run, 3 seeds: ~95 minutes
     python bench/time_to_quality.py --budget-s 180 --seeds 1337
@@ -45,7 +45,7 @@ def current_main_job():
 
     with open(REPO / "configs" / "shakespeare.yaml") as f:
         cfg = yaml.safe_load(f)
-    keep = {k: v for k, v in cfg.items() if k not in ("data", "out_dir", "max_steps", "seed", "eval_interval",
+    keep = {k: v for k, v in cfg.items() if k not in ("data", "out_dir", "seed", "eval_interval",
                                                        "eval_steps", "log_interval", "save_interval", "sample_tokens",
                                                        "keep_checkpoints", "resume")}
     return keep
@@ -92,12 +92,18 @@ def run_train(settings, data, out_dir, seed, max_steps, warmup=None, hf_model=Fa
             "s_per_step": tokens_per_step / fastest}
 
 
-def sized_run(name, settings, data, seed, budget_s, work, hf_model=False):
-    """Warm up, size the schedule to the budget, run; returns the run's figures."""
+def sized_run(name, settings, data, seed, budget_s, work, hf_model=False, own_steps=None):
+    """Warm up, size the schedule to the budget, run; returns the run's figures.
+
+    A recipe with a schedule of its own (`own_steps`) keeps it unless it would not fit the
+    budget; the others get as many steps as fit.
+    """
     warm_dir = os.path.join(work, f"{name}-warm-{seed}")
     warm = run_train(settings, data, warm_dir, seed, WARMUP_STEPS, warmup=2, hf_model=hf_model)
     fixed = warm["wall_s"] - WARMUP_STEPS * warm["s_per_step"]  # setup, evaluation, export
     steps = max(4, int(SAFETY * (budget_s - fixed) / warm["s_per_step"]))
+    if own_steps:
+        steps = min(steps, own_steps)
     warmup = min(settings.get("warmup_steps", 30), max(1, steps // 10))
     res = run_train(settings, data, os.path.join(work, f"{name}-{seed}"), seed, steps, warmup=warmup,
                     hf_model=hf_model)
@@ -113,6 +119,9 @@ def main(argv=None):
     p.add_argument("--budget-s", type=float, default=None, help="wall-clock seconds per run (default 600)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 1337 1338 1339")
     p.add_argument("--rows", nargs="+", default=None, choices=["main-job-before", "transformers-gpt2", "main-job"])
+    p.add_argument("--cpu-threads", type=int, default=0,
+                   help="torch threads of every run (default: the training loop's own choice, all cores); 1 keeps "
+                        "a shared machine's other work from stalling multi-threaded kernels")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override settings of the main-job row (to try a lever)")
     args = p.parse_args(argv)
@@ -121,6 +130,7 @@ def main(argv=None):
     budget = args.budget_s or (15 if args.quick else 600)
     seeds = args.seeds or ([1337] if args.quick else [1337, 1338, 1339])
     before, now_ = dict(MAIN_JOB_BEFORE), current_main_job()
+    current_steps = now_.pop("max_steps", None)
     from gpt_scratch.train_config import _convert
 
     for kv in args.set:
@@ -129,16 +139,21 @@ def main(argv=None):
     if args.quick:
         before.update(QUICK_SHAPE)
         now_.update(QUICK_SHAPE)
+    if args.cpu_threads:
+        before["cpu_threads"] = now_["cpu_threads"] = args.cpu_threads
     rows = {"main-job-before": (before, False), "transformers-gpt2": (before, True), "main-job": (now_, False)}
     chosen = args.rows or (["main-job-before", "main-job"] if args.quick else list(rows))
     info = env_info()
     print(f"torch {info['torch']}, {info['torch_threads']} threads, {info['cpu']}; budget {budget:.0f} s a run")
-    results = {"env": info, "budget_s": budget, "seeds": seeds, "rows": {}}
+    results = {"env": info, "budget_s": budget, "seeds": seeds, "cpu_threads": args.cpu_threads or "all cores",
+               "rows": {}}
     with tempfile.TemporaryDirectory() as work:
         for name in chosen:
             settings, hf = rows[name]
             print(f"== {name}: {settings}", flush=True)
-            runs = [sized_run(name, settings, args.data, seed, budget, work, hf_model=hf) for seed in seeds]
+            own = None if args.quick or name != "main-job" else current_steps
+            runs = [sized_run(name, settings, args.data, seed, budget, work, hf_model=hf, own_steps=own)
+                    for seed in seeds]
             losses = [r["val_loss"] for r in runs]
             results["rows"][name] = {
                 "settings": settings, "runs": runs,

@@ -25,6 +25,7 @@ no prepared scheduler stepping once per process.
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import dataclasses
 import json
@@ -357,20 +358,30 @@ class Run:
 
 def train(cfg: TrainConfig):
     """Train per `cfg`; returns the path of the exported model folder (None when stopped by a signal)."""
-    run = setup(cfg)
+    with _callers_threads_restored():  # setup() sizes torch's threads for training
+        run = setup(cfg)
+        try:
+            stopped = fit(run)
+        finally:
+            run.close()
+        if stopped:
+            return None
+        val_loss = evaluate(run.forward, run.val_loader, cfg.eval_steps, run.accelerator, run.fwd_kw)
+        run.log({"step": run.state.step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))})
+        if not math.isfinite(val_loss):
+            raise TrainingDiverged(f"the final validation loss is {val_loss}: the model is not exported. "
+                                   f"Lower --learning_rate (now {cfg.learning_rate}) and start again")
+        run.accelerator.print(f"final val loss {val_loss:.4f} (perplexity {math.exp(min(val_loss, 50)):.1f})")
+        return finish(run)
+
+
+@contextlib.contextmanager
+def _callers_threads_restored():
+    threads = torch.get_num_threads()
     try:
-        stopped = fit(run)
+        yield
     finally:
-        run.close()
-    if stopped:
-        return None
-    val_loss = evaluate(run.forward, run.val_loader, cfg.eval_steps, run.accelerator, run.fwd_kw)
-    run.log({"step": run.state.step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50))})
-    if not math.isfinite(val_loss):
-        raise TrainingDiverged(f"the final validation loss is {val_loss}: the model is not exported. "
-                               f"Lower --learning_rate (now {cfg.learning_rate}) and start again")
-    run.accelerator.print(f"final val loss {val_loss:.4f} (perplexity {math.exp(min(val_loss, 50)):.1f})")
-    return finish(run)
+        torch.set_num_threads(threads)
 
 
 def setup(cfg: TrainConfig) -> Run:

@@ -468,3 +468,13 @@ def test_only_the_expected_tied_weight_warning_is_silenced():
     assert not shown({"lm_head.weight"})
     assert shown({"lm_head.weight", "transformer.h.0.mlp.c_fc.weight"})  # a real surprise still warns
     assert quiet[0].filter(logging.LogRecord("x", logging.WARNING, __file__, 1, "something else", None, None))
+
+
+def test_train_gives_the_caller_its_thread_count_back(tmp_path, corpus):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        training.main(tiny_args(corpus, tmp_path / "r", max_steps=1, eval_interval=0, cpu_threads=2))
+        assert torch.get_num_threads() == 1  # in-process callers (and later tests) keep their setting
+    finally:
+        torch.set_num_threads(before)

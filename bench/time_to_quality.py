@@ -75,6 +75,9 @@ def run_train(settings, data, out_dir, seed, max_steps, warmup=None, hf_model=Fa
                                               embd_pdrop=c.dropout, attn_pdrop=c.dropout))
 
         training.build_model = build_hf
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # each run picks its own mixed precision
     t0 = time.perf_counter()
     try:
         training.train(cfg)

@@ -194,11 +194,30 @@ def cpu_threads(cfg, accelerator):
     return max(1, cores // max(1, local))
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # the instructions that make bf16 matmuls fast on x86
+
+
+def cpu_bf16_flags(cpuinfo="/proc/cpuinfo"):
+    """The bf16 matrix instructions this CPU lists, or None where the list cannot be read (not Linux)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return [flag for flag in BF16_CPU_FLAGS if flag in flags]
+
+
 def cpu_bf16_is_fast():
-    """True where bf16 matmuls run at least as fast as half the fp32 rate (AVX512-BF16/AMX, not AVX2)."""
+    """(fast?, why): by the CPU's flags where Linux lists them, which a busy machine cannot skew;
+    elsewhere by timing bf16 against fp32 matmuls (fast = at least half the fp32 rate)."""
+    flags = cpu_bf16_flags()
+    if flags is not None:
+        return bool(flags), ("this CPU has " + " and ".join(flags) if flags else
+                             "this CPU has no bf16 matrix instructions (no avx512_bf16 or amx_bf16 in its flags)")
     peaks = {dt: measure_matmul_peak(torch.device("cpu"), dt, seconds=0.05, n=256, rounds=2)
              for dt in (torch.float32, torch.bfloat16)}
-    return peaks[torch.bfloat16] >= 0.5 * peaks[torch.float32], peaks
+    fast = peaks[torch.bfloat16] >= 0.5 * peaks[torch.float32]
+    return fast, f"bf16 matmuls ran at {peaks[torch.bfloat16] / 1e9:.1f} against fp32's {peaks[torch.float32] / 1e9:.0f} GFLOP/s"
 
 
 def auto_mixed_precision(use_cpu):
@@ -212,13 +231,10 @@ def _check_bf16_is_fast(cfg):
     """bf16 on a CPU without bf16 instructions (AVX2 only) runs ~100x slower than fp32: refuse it up front."""
     if cfg.mixed_precision != "bf16":
         return
-    fast, peaks = cpu_bf16_is_fast()
+    fast, why = cpu_bf16_is_fast()
     if not fast:
-        raise ConfigError(
-            f"mixed_precision bf16 is {peaks[torch.float32] / peaks[torch.bfloat16]:.0f}x slower than fp32 on this "
-            f"CPU (no bf16 matrix instructions: {peaks[torch.bfloat16] / 1e9:.1f} vs "
-            f"{peaks[torch.float32] / 1e9:.0f} GFLOP/s); use --mixed_precision no"
-        )
+        raise ConfigError(f"mixed_precision bf16 would run many times slower than fp32 here: {why}; "
+                          "use --mixed_precision no (or auto, which picks bf16 only where it is fast)")
 
 
 def check_launch(world, env=None, argv=None):

@@ -433,12 +433,35 @@ def test_cpu_threads_ignore_accelerate_launch_default(monkeypatch):
     assert training.cpu_threads(TrainConfig(), OneProcess()) == torch.get_num_threads()
 
 
-def test_bf16_refused_where_the_cpu_has_no_bf16_matmul(monkeypatch):
+def fake_cpuinfo(tmp_path, flags):
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma " + flags + "\n")
+    return str(path)
+
+
+def test_bf16_decided_by_the_cpu_flags_not_a_busy_timing(monkeypatch, tmp_path):
+    # AVX2 only: bf16 refused, auto picks fp32; whatever a timing on a busy machine would say
+    read_flags = training.cpu_bf16_flags
+    avx2 = fake_cpuinfo(tmp_path, "")
+    monkeypatch.setattr(training, "cpu_bf16_flags", lambda: read_flags(avx2))
+    monkeypatch.setattr(training, "measure_matmul_peak", lambda *a, **k: pytest.fail("timed, though flags were there"))
+    with pytest.raises(ConfigError, match="no bf16 matrix instructions.*use --mixed_precision no"):
+        training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))
+    training._check_bf16_is_fast(TrainConfig(mixed_precision="no"))  # nothing checked, nothing refused
+    assert training.auto_mixed_precision(use_cpu=True) == "no"
+    # AVX512-BF16 (or AMX): bf16 allowed and picked by auto
+    bf16 = fake_cpuinfo(tmp_path, "avx512f avx512_bf16")
+    monkeypatch.setattr(training, "cpu_bf16_flags", lambda: read_flags(bf16))
+    training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))
+    assert training.auto_mixed_precision(use_cpu=True) == "bf16"
+
+
+def test_bf16_timed_where_the_cpu_flags_cannot_be_read(monkeypatch):
+    monkeypatch.setattr(training, "cpu_bf16_flags", lambda: None)
     slow = {torch.float32: 100e9, torch.bfloat16: 1e9}  # what an AVX2-only CPU measures
     monkeypatch.setattr(training, "measure_matmul_peak", lambda device, dtype, **kw: slow[dtype])
     with pytest.raises(ConfigError, match="use --mixed_precision no"):
         training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))
-    training._check_bf16_is_fast(TrainConfig(mixed_precision="no"))  # nothing measured, nothing refused
     fast = {torch.float32: 100e9, torch.bfloat16: 300e9}
     monkeypatch.setattr(training, "measure_matmul_peak", lambda device, dtype, **kw: fast[dtype])
     training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))

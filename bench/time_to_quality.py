@@ -70,9 +70,10 @@ def run_train(settings, data, out_dir, seed, max_steps, warmup=None, hf_model=Fa
 
         def build_hf(c):
             torch.manual_seed(c.seed)
-            return GPT2LMHeadModel(GPT2Config(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
-                                              n_positions=c.block_size, resid_pdrop=c.dropout,
-                                              embd_pdrop=c.dropout, attn_pdrop=c.dropout))
+            config = GPT2Config(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, n_positions=c.block_size,
+                                resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout)
+            config.block_size = c.block_size  # what the exported folder's tokenizer length is read from
+            return GPT2LMHeadModel(config)
 
         training.build_model = build_hf
     from accelerate.state import AcceleratorState

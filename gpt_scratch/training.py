@@ -494,7 +494,7 @@ def setup(cfg: TrainConfig) -> Run:
     return Run(cfg=cfg, accelerator=accelerator, model=model, raw_model=raw,
                forward=torch.compile(model) if cfg.compile else model, fwd_kw=forward_kwargs(raw),
                optimizer=optimizer, train_loader=train_loader, val_loader=val_loader, state=state, metrics=metrics,
-               throughput=Throughput(flops_per_token(raw, cfg.block_size, len(ids) if train_kw else None), peak, world),
+               throughput=Throughput(flops_per_token(raw, cfg.block_size, len(train_kw["loss_vocab_ids"]) if train_kw else None), peak, world),
                tokens_per_step=tokens_per_step, batch_log=batch_log, train_kw=train_kw)
 
 

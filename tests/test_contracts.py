@@ -4,8 +4,6 @@ Every float comparison is relative to the magnitude compared (fp32 rounding diff
 between AVX2, AVX-512 and AMX CPUs).
 """
 
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F

@@ -12,7 +12,6 @@ import os
 import unittest
 
 import pytest
-import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
 import gpt_scratch

@@ -25,6 +25,7 @@ Every failure is a ModelFolderError (bad input, exit 2) or an EnvironmentFault
 (disk, permissions, exit 1) whose message names the file, what is wrong and the fix.
 """
 
+import contextlib
 import copy
 import errno
 import json
@@ -173,8 +174,23 @@ def publish_folder(tmp, final):
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def no_progress_bar():
+    """transformers' progress bars off for the block: a one-file save needs no "Writing model shards" bar."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def _write_model_files(model, out_dir, state_dict):
-    model.save_pretrained(out_dir, state_dict=state_dict)  # safetensors only in 5.x
+    with no_progress_bar():
+        model.save_pretrained(out_dir, state_dict=state_dict)  # safetensors only in 5.x
     gen = getattr(model, "generation_config", None)
     if gen is not None and gen.max_new_tokens is None and gen.max_length is None:
         gen = copy.deepcopy(gen)

@@ -313,7 +313,7 @@ def test_readme_generate_commands_run_as_printed(tmp_path, monkeypatch, capsys):
                       tmp_path / "out" / "shakespeare" / "model")
     monkeypatch.chdir(tmp_path)
     commands = readme_commands("Generate")
-    assert len(commands) == 3
+    assert len(commands) == 4
     for argv, stdin in commands:
         assert argv[:2] == ["python", "scripts/generate.py"], argv
         out = run(capsys, *argv[2:], stdin=io.StringIO(stdin or ""))

@@ -12,21 +12,17 @@ from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
 import gpt_scratch  # noqa: F401
 from gpt_scratch import BigramConfig, GPTConfig, GPTForCausalLM
 from gpt_scratch.decoding import DecodingCache, GrowingLayer
+from wide_weights import widen
 
 V = 97
 
 
 def model_with(seed=0, **kw):
-    """Weights with a large std, so a wrong mask or cache changes the argmax."""
+    """A 2-layer model of wide weights (wide_weights.widen), config overridable by keyword."""
     torch.manual_seed(seed)
     args = dict(vocab_size=V, block_size=48, n_layer=2, n_head=4, n_embd=32)
     args.update(kw)
-    model = GPTForCausalLM(GPTConfig(**args))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.normal_(0.0, 0.5)
-    return model.eval()
+    return widen(GPTForCausalLM(GPTConfig(**args)))
 
 
 def close(a, b, rel=1e-5):

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 from conftest import WITHOUT_GPT_SCRATCH
+from wide_weights import widen
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -33,15 +34,9 @@ def tiny_config(**kw):
 
 
 def wide_model(seed=0, **kw):
-    """Weights drawn with a large std: with GPT-2's 0.02 init every step predicts the
-    same token and a broken cache goes unnoticed."""
+    """tiny_config's model with wide weights (wide_weights.widen)."""
     torch.manual_seed(seed)
-    model = GPTForCausalLM(tiny_config(**kw))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.normal_(0.0, 0.5)
-    return model.eval()
+    return widen(GPTForCausalLM(tiny_config(**kw)))
 
 
 def hf_gpt2(seed=0):

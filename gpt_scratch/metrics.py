@@ -73,17 +73,20 @@ def measure_matmul_peak(device, dtype, seconds=0.5, n=None, rounds=5):
     return 2 * n**3 / best
 
 
+def cpuinfo_field(name, cpuinfo="/proc/cpuinfo"):
+    """The first `name: value` of /proc/cpuinfo ("" if absent), or None where it cannot be read (not Linux)."""
+    try:
+        with open(cpuinfo) as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == name), "")
+    except OSError:
+        return None
+
+
 def _peak_key(device, dtype, n):
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
-        where = "cpu"
-        try:
-            with open("/proc/cpuinfo") as f:
-                where = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "cpu")
-        except OSError:
-            pass
-        where += f" x{torch.get_num_threads()} threads"
+        where = (cpuinfo_field("model name") or "cpu") + f" x{torch.get_num_threads()} threads"
     return f"{where} | {str(dtype).replace('torch.', '')} | n={n}"
 
 

@@ -188,7 +188,9 @@ def no_progress_bar():
             hf_logging.enable_progress_bar()
 
 
-def _write_model_files(model, out_dir, state_dict):
+def write_model_files(model, out_dir, state_dict=None):
+    """Weights, config, generation config, remote code and tokenizer into `out_dir`, not atomically:
+    for a writer already inside write_folder's staging folder."""
     with no_progress_bar():
         model.save_pretrained(out_dir, state_dict=state_dict)  # safetensors only in 5.x
     gen = getattr(model, "generation_config", None)
@@ -244,7 +246,7 @@ def save_model_folder(model, out_dir, state_dict=None):
     not modified. `state_dict` replaces the model's own (a full one gathered
     from sharded FSDP training, for instance).
     """
-    return write_folder(out_dir, lambda tmp: _write_model_files(model, tmp, state_dict))
+    return write_folder(out_dir, lambda tmp: write_model_files(model, tmp, state_dict))
 
 
 # ---------------------------------------------------------------------------

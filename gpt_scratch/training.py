@@ -44,7 +44,8 @@ from .checkpoints import (CHECKPOINT_RE, COMPLETE_FILE, STATE_FILE, TrainState, 
                           list_checkpoints, remove_stale_temporaries, resolve_resume,
                           save_checkpoint)
 from .errors import CheckpointError, ConfigError, DataError, EnvironmentFault, GptScratchError, run_cli
-from .metrics import MetricsLog, Throughput, flops_per_token, matmul_peak, measure_matmul_peak, plot_losses
+from .metrics import (MetricsLog, Throughput, cpuinfo_field, flops_per_token, matmul_peak, measure_matmul_peak,
+                      plot_losses)
 from .optim import lr_at, make_optimizer
 from .train_vocab import used_token_ids, zero_unused_rows
 from .train_config import TrainConfig, build_parser, parse_config
@@ -199,12 +200,10 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # the instructions that make bf16 
 
 def cpu_bf16_flags(cpuinfo="/proc/cpuinfo"):
     """The bf16 matrix instructions this CPU lists, or None where the list cannot be read (not Linux)."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
+    flags = cpuinfo_field("flags", cpuinfo)
+    if flags is None:
         return None
-    return [flag for flag in BF16_CPU_FLAGS if flag in flags]
+    return [flag for flag in BF16_CPU_FLAGS if flag in flags.split()]
 
 
 def cpu_bf16_is_fast():
@@ -620,12 +619,12 @@ def export(model, cfg, model_dir, state_dict=None):
     swapped in, so a kill or a full disk leaves the previous model folder or the new one.
     """
     from .hub import write_model_card
-    from .model_folder import check_finite, save_model_folder, write_folder
+    from .model_folder import check_finite, write_folder, write_model_files
 
     check_finite(state_dict.items() if state_dict is not None else model.state_dict().items(), "the trained model")
 
     def write(tmp):
-        save_model_folder(model, tmp, state_dict=state_dict)
+        write_model_files(model, tmp, state_dict)  # already staged: one fsync + rename, by write_folder
         for name in ("metrics.jsonl", "run_config.json"):
             shutil.copy(os.path.join(cfg.out_dir, name), os.path.join(tmp, name))
         plot_losses(os.path.join(cfg.out_dir, "metrics.jsonl"), os.path.join(tmp, "loss.png"))

@@ -116,6 +116,7 @@ def to_hf_gpt2(model: GPTForCausalLM) -> GPT2LMHeadModel:
     hf_config = GPT2Config(
         vocab_size=c.vocab_size,
         n_positions=c.block_size,
+        n_ctx=c.block_size,  # what OpenAI's GPT-2 configs carry, and what llama.cpp's converter reads
         n_embd=c.n_embd,
         n_layer=c.n_layer,
         n_head=c.n_head,

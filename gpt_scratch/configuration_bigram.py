@@ -5,12 +5,12 @@ context it accepts, kept so the bigram obeys the same length contract as the GPT
 (and so tokenizers and pipelines get the same limit).
 
 This file is copied next to saved weights for `trust_remote_code` loading, with
-the sibling modules it imports (config_checks.py, errors.py).
+the sibling modules it imports (input_checks.py, errors.py).
 """
 
 from transformers import PretrainedConfig
 
-from .config_checks import (
+from .input_checks import (
     check_no_misspelt_fields,
     check_positive_int,
     check_positive_number,

@@ -5,12 +5,12 @@ Field names follow nanoGPT (block_size, n_layer, n_head, n_embd, dropout, bias);
 (hidden_size, num_hidden_layers, ...). Defaults are GPT-2 124M.
 
 This file is copied next to saved weights for `trust_remote_code` loading, with
-the sibling modules it imports (config_checks.py, errors.py).
+the sibling modules it imports (input_checks.py, errors.py).
 """
 
 from transformers import PretrainedConfig
 
-from .config_checks import (
+from .input_checks import (
     check_bool,
     check_no_misspelt_fields,
     check_positive_int,

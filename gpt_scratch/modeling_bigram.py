@@ -15,10 +15,10 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_bigram import BigramConfig
-from .model_checks import check_generation_fits, check_token_ids
+from .input_checks import check_generation_request, check_labels, check_model_inputs
+from .transformers_compat import accepts_cache_under_either_name, output_with_cache
 
 
 class BigramForCausalLM(PreTrainedModel, GenerationMixin):
@@ -68,7 +68,7 @@ class BigramForCausalLM(PreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @accepts_cache_under_either_name
     def forward(
         self,
         input_ids=None,
@@ -90,16 +90,6 @@ class BigramForCausalLM(PreTrainedModel, GenerationMixin):
         no keys or values, only how many positions were seen, so generate() can feed
         one token per step and the block_size limit counts the whole sequence.
         """
-        if labels is not None:
-            check_token_ids(labels, self.config.vocab_size, "labels", allow=(-100,))
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if input_ids is not None:
-            check_token_ids(input_ids, self.config.vocab_size)
-            B, T = input_ids.shape
-        else:
-            B, T = inputs_embeds.shape[:2]
-
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         if use_cache and cache is None:
@@ -110,18 +100,12 @@ class BigramForCausalLM(PreTrainedModel, GenerationMixin):
                 "tuple caches are no longer supported"
             )
         past = cache.get_seq_length() if cache is not None else 0
-        S = past + T
-        if S > self.config.block_size:
-            raise ValueError(
-                f"sequence length {S} (past {past} + new {T}) exceeds block_size {self.config.block_size}; "
-                f"crop the input to its last {self.config.block_size} tokens or generate fewer tokens"
-            )
-        if attention_mask is not None and (attention_mask.ndim != 2 or attention_mask.shape != (B, S)):
-            raise ValueError(
-                f"attention_mask must have shape (batch, past + new) = ({B}, {S}), got {tuple(attention_mask.shape)}"
-            )
-
+        # shapes, ids in the vocabulary, past + new within block_size: the GPT's checks (input_checks.py)
+        T = check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, past)
         x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        B = x.shape[0]
+        if labels is not None:
+            check_labels(labels, (B, T), self.config.vocab_size)
         if cache is not None:
             # One number per position (a zero-width tensor would read as an empty
             # cache): the cache length advances by T at a cost of 2 floats a token.
@@ -138,15 +122,17 @@ class BigramForCausalLM(PreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
 
-        result = CausalLMOutputWithPast(
+        result = output_with_cache(
+            CausalLMOutputWithPast,
+            cache if use_cache else None,
             loss=loss,
             logits=logits,
-            cache=cache if use_cache else None,
             hidden_states=(x,) if output_hidden_states else None,
         )
         return result if return_dict is not False else result.to_tuple()
 
     def generate(self, inputs=None, generation_config=None, **kwargs):
-        """transformers' generate(), refusing up front to run past block_size (model_checks.py)."""
-        check_generation_fits(self, inputs, generation_config, kwargs)
+        """transformers' generate(), refusing up front what cannot be right (input_checks.py): a request
+        past block_size, a mask of another shape than the prompt."""
+        check_generation_request(self, inputs, generation_config, kwargs)
         return super().generate(inputs, generation_config=generation_config, **kwargs)

@@ -11,8 +11,10 @@ Everything device- or library-specific stays behind transformers' interfaces:
 the attention function comes from `ALL_ATTENTION_FUNCTIONS` (eager is ours, below),
 masks from transformers' masking utilities, the KV cache is any `Cache`. Two
 opt-in speed-ups live in sibling modules: lm_head_loss.py (the training loss
-without the logits, `skip_logits=True`) and decoding.py (a KV cache for CPU
-decoding that generate() picks there).
+without the logits, `skip_logits=True`) and kv_cache.py (a KV cache for CPU
+decoding that generate() picks there). input_checks.py refuses bad inputs by name;
+transformers_compat.py holds the one name that differs between the transformers
+releases this file runs on (5.10-5.25: the KV cache is `past_key_values` before 5.24).
 
 This file is copied next to saved weights for `trust_remote_code` loading, with
 the sibling modules it imports (relatively).
@@ -25,19 +27,18 @@ import torch.nn as nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import can_return_tuple
-from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_gpt import GPTConfig
-from .decoding import DecodingCache, decoding_cache_for
+from .input_checks import check_generation_request, check_labels, check_model_inputs
+from .kv_cache import DecodingCache, decoding_cache_for
 from .lm_head_loss import lm_head_cross_entropy
-from .model_checks import check_generation_fits, check_token_ids
+from .transformers_compat import accepts_cache_under_either_name, cache_of, causal_mask, output_with_cache
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -178,18 +179,11 @@ class GPTModel(GPTPreTrainedModel):
     def set_input_embeddings(self, new_embeddings):
         self.wte = new_embeddings
 
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @accepts_cache_under_either_name
     @merge_with_config_defaults
     @capture_outputs
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
                 use_cache=None, **kwargs):
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if input_ids is not None:
-            check_token_ids(input_ids, self.config.vocab_size)
-            inputs_embeds = self.wte(input_ids)  # (B, T, C)
-        T = inputs_embeds.shape[1]
-
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         if cache is not None and not isinstance(cache, Cache):
@@ -198,26 +192,24 @@ class GPTModel(GPTPreTrainedModel):
                 "tuple caches are no longer supported"
             )
         past = cache.get_seq_length() if cache is not None else 0
-        if not torch.compiler.is_compiling() and past + T > self.config.block_size:  # generate() checked already
-            raise ValueError(
-                f"sequence length {past + T} (past {past} + new {T}) exceeds block_size {self.config.block_size}; "
-                f"crop the input to its last {self.config.block_size} tokens or generate fewer tokens"
-            )
+        # shapes, ids in the vocabulary, past + new within block_size (input_checks.py)
+        T = check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, past)
+        if input_ids is not None:
+            inputs_embeds = self.wte(input_ids)  # (B, T, C)
         if position_ids is None:
             if attention_mask is not None and attention_mask.ndim == 2 and not torch.compiler.is_compiling():
                 # left padding: a sequence's first real token is at position 0
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
             else:
-                position_ids = torch.arange(past, past + T, device=inputs_embeds.device).unsqueeze(0)
+                position_ids = (torch.arange(T, device=inputs_embeds.device) + past).unsqueeze(0)
 
         # causal, aligned to the cache, and padding: in the form the attention backend wants
-        mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                  cache=cache, position_ids=position_ids)
+        mask = causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids)
         x = self.drop(inputs_embeds + self.wpe(position_ids))
         for block in self.h:
             x = block(x, attention_mask=mask, cache=cache, position_ids=position_ids, **kwargs)
         x = self.ln_f(x)
-        return BaseModelOutputWithPast(last_hidden_state=x, cache=cache if use_cache else None)
+        return output_with_cache(BaseModelOutputWithPast, cache if use_cache else None, last_hidden_state=x)
 
 
 class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
@@ -243,7 +235,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @accepts_cache_under_either_name
     @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
                 labels=None, use_cache=None, logits_to_keep=0, skip_logits=False, loss_vocab_ids=None, **kwargs):
@@ -258,13 +250,13 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         `loss_vocab_ids` (with skip_logits) restricts that loss to the ids a corpus uses,
         for a model whose other embedding rows are zero; it is still the full-vocabulary loss.
         """
-        if labels is not None:
-            check_token_ids(labels, self.config.vocab_size, "labels", allow=(-100,))
         if skip_logits and labels is None:
             raise ValueError("skip_logits=True needs labels: without them there is no loss to compute")
         out = self.transformer(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                                inputs_embeds=inputs_embeds, use_cache=False if skip_logits else use_cache, **kwargs)
-        x = out.last_hidden_state
+        x, cache = out.last_hidden_state, cache_of(out)
+        if labels is not None:
+            check_labels(labels, x.shape[:2], self.config.vocab_size)
         logits = loss = None
         if skip_logits:
             loss = lm_head_cross_entropy(x, self.lm_head.weight, labels, vocab_ids=loss_vocab_ids, **kwargs)
@@ -273,18 +265,28 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
                 x = x[:, -logits_to_keep:] if logits_to_keep > 0 else x
             else:
                 x = x[:, logits_to_keep]
-            if isinstance(out.cache, DecodingCache):
-                logits = out.cache.lm_head(x, self.lm_head.weight)  # the same product, laid out for decoding
+            if isinstance(cache, DecodingCache):
+                logits = cache.lm_head(x, self.lm_head.weight)  # the same product, laid out for decoding
             else:
                 logits = self.lm_head(x)  # (B, T', vocab)
             if labels is not None:
                 loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
-                                      hidden_states=out.hidden_states, attentions=out.attentions)
+        return output_with_cache(CausalLMOutputWithPast, cache, loss=loss, logits=logits,
+                                 hidden_states=out.hidden_states, attentions=out.attentions)
 
     def generate(self, inputs=None, generation_config=None, **kwargs):
-        """transformers' generate(), refusing up front to run past block_size (model_checks.py)."""
-        check_generation_fits(self, inputs, generation_config, kwargs)
+        """transformers' generate(), refusing up front what cannot be right (input_checks.py): a request
+        past block_size, a mask of another shape than the prompt."""
+        check_generation_request(self, inputs, generation_config, kwargs)
         gc = generation_config if generation_config is not None else self.generation_config
         kwargs = decoding_cache_for(self, gc, kwargs)
         return super().generate(inputs, generation_config=generation_config, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save_pretrained. Where it writes remote code (the class is registered for an
+        Auto class), config.json's auto_map also names the body for AutoModel: vLLM's and SGLang's
+        transformers backends build the model from it (and add their own head)."""
+        if self._auto_class is not None:
+            body = f"{GPTModel.__module__.rsplit('.', 1)[-1]}.{GPTModel.__name__}"  # modeling_gpt.GPTModel
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": body}
+        return super().save_pretrained(save_directory, *args, **kwargs)

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 from gpt_scratch import BigramConfig, BigramForCausalLM
+from gpt_scratch.transformers_compat import cache_of
 
 V = 97  # a small vocabulary keeps these tests fast
 
@@ -93,13 +94,13 @@ def test_logits_to_keep_loss_and_cache_names():
         out = model(x, labels=labels)
         last = model(x, logits_to_keep=1).logits
         out_new = model(x[:, :7], use_cache=True)
-        assert isinstance(out_new.cache, DynamicCache) and out_new.cache.get_seq_length() == 7
-        step_new = model(x[:, 7:], cache=out_new.cache)  # extends that same cache
-        step_old = model(x[:, 7:], past_key_values=model(x[:, :7], use_cache=True).cache)
+        assert isinstance(cache_of(out_new), DynamicCache) and cache_of(out_new).get_seq_length() == 7
+        step_new = model(x[:, 7:], cache=cache_of(out_new))  # extends that same cache
+        step_old = model(x[:, 7:], past_key_values=cache_of(model(x[:, :7], use_cache=True)))
     assert last.shape == (2, 1, V) and torch.allclose(last[:, 0], out.logits[:, -1], atol=1e-5)
     ref = F.cross_entropy(out.logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100)
     assert torch.allclose(out.loss, ref, atol=1e-5)
-    assert step_new.cache.get_seq_length() == 12
+    assert cache_of(step_new).get_seq_length() == 12
     assert torch.allclose(step_new.logits, out.logits[:, 7:], atol=1e-5)
     assert torch.allclose(step_old.logits, out.logits[:, 7:], atol=1e-5)
 
@@ -110,7 +111,7 @@ def test_input_checks():
         model(torch.tensor([[1, V]]))
     with pytest.raises(ValueError, match=r"33.*block_size 32"):
         model(torch.zeros(1, 33, dtype=torch.long))
-    cache = model(torch.zeros(1, 30, dtype=torch.long), use_cache=True).cache
+    cache = cache_of(model(torch.zeros(1, 30, dtype=torch.long), use_cache=True))
     with pytest.raises(ValueError, match=r"past 30 \+ new 3"):
         model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
     with pytest.raises(ValueError, match="attention_mask"):

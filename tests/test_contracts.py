@@ -4,14 +4,17 @@ Every float comparison is relative to the magnitude compared (fp32 rounding diff
 between AVX2, AVX-512 and AMX CPUs).
 """
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
 
 import gpt_scratch  # noqa: F401
-from gpt_scratch import BigramConfig, GPTConfig, GPTForCausalLM
-from gpt_scratch.decoding import DecodingCache, GrowingLayer
+from gpt_scratch import BigramConfig, BigramForCausalLM, GPTConfig, GPTForCausalLM
+from gpt_scratch.kv_cache import DecodingCache, GrowingLayer
+from gpt_scratch.transformers_compat import CACHE, cache_of
 from wide_weights import widen
 
 V = 97
@@ -90,7 +93,7 @@ def test_static_cache_generate_equals_no_cache_with_left_padding():
     with torch.no_grad():
         none = model.generate(ids, use_cache=False, **kw)
         static = model.generate(ids, cache_implementation="static", **kw)
-        dynamic = model.generate(ids, cache=DynamicCache(config=model.config), **kw)
+        dynamic = model.generate(ids, **{CACHE: DynamicCache(config=model.config)}, **kw)  # generate()'s name for it
         default = model.generate(ids, **kw)  # a DecodingCache on CPU
     assert torch.equal(static, none)
     assert torch.equal(dynamic, none)
@@ -157,11 +160,16 @@ def test_cache_names_new_and_deprecated():
     ids = torch.randint(0, V, (1, 10))
     with torch.no_grad():
         full = model(ids).logits[:, -1]
-        cache = model(ids[:, :6], use_cache=True).cache
+        cache = cache_of(model(ids[:, :6], use_cache=True))
         close(model(ids[:, 6:], cache=cache).logits[:, -1], full)
-        old = model(ids[:, :6], use_cache=True).cache
-        with pytest.warns(FutureWarning, match="past_key_values"):
-            step = model(ids[:, 6:], past_key_values=old).logits[:, -1]
+        old = cache_of(model(ids[:, :6], use_cache=True))
+        if CACHE == "cache":  # transformers >= 5.24: the old name still works, with transformers' warning
+            with pytest.warns(FutureWarning, match="past_key_values"):
+                step = model(ids[:, 6:], past_key_values=old).logits[:, -1]
+        else:  # before 5.24 it is the library's own name: taken silently
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                step = model(ids[:, 6:], past_key_values=old).logits[:, -1]
     close(step, full)
 
 
@@ -177,7 +185,10 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain = grads()
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.24 (the old name warns there)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     assert all(block.gradient_checkpointing for block in model.transformer.h)
     checkpointed = grads()
     for name, g in plain.items():
@@ -212,6 +223,48 @@ def test_labels_outside_the_vocabulary_refused_on_every_path(bad, skip_logits):
 def test_float_input_ids_refused_by_name():
     with pytest.raises(TypeError, match="input_ids must be integer token ids"):
         model_with()(torch.zeros(1, 3))
+
+
+# ---------------------------------------------------------------- bad inputs: both families refuse them alike
+
+def both_families():
+    torch.manual_seed(0)
+    return [model_with(), BigramForCausalLM(BigramConfig(vocab_size=V, n_embd=16, block_size=48)).eval()]
+
+
+@pytest.mark.parametrize("family", [0, 1], ids=["gpt", "bigram"])
+def test_attention_mask_of_another_length_refused_in_forward_and_generate(family):
+    # the regression of the model rewrite: a mask of 5 for 3 ids was taken and moved the logits
+    model = both_families()[family]
+    ids = torch.randint(0, V, (1, 3))
+    with pytest.raises(ValueError, match=r"attention_mask must have shape.*\(1, 0 \+ 3\), got \(1, 5\)"):
+        model(ids, attention_mask=torch.ones(1, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"attention_mask must have the prompt's shape \(1, 3\), got \(1, 5\)"):
+        model.generate(ids, attention_mask=torch.ones(1, 5, dtype=torch.long), max_new_tokens=2, do_sample=False)
+    # with a cache the mask covers past + new tokens: that length is taken, the new tokens' alone is not
+    with torch.no_grad():
+        cache = cache_of(model(ids, use_cache=True))
+        step = model(ids[:, -1:], cache=cache, attention_mask=torch.ones(1, 4, dtype=torch.long))
+        assert step.logits.shape[:2] == (1, 1)
+        with pytest.raises(ValueError, match=r"\(1, 4 \+ 1\), got \(1, 1\)"):
+            model(ids[:, -1:], cache=cache, attention_mask=torch.ones(1, 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("family", [0, 1], ids=["gpt", "bigram"])
+def test_empty_one_dimensional_and_mislabelled_inputs_refused_by_shape(family):
+    model = both_families()[family]
+    with pytest.raises(ValueError, match=r"no tokens to run \(input of shape \(1, 0\)\)"):
+        model(torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"input_ids must be 2-D.*got shape \(4,\).*unsqueeze\(0\)"):
+        model(torch.tensor([1, 2, 3, 4]))
+    with pytest.raises(ValueError, match=r"input_ids must be 2-D.*got shape \(4,\).*unsqueeze\(0\)"):
+        model.generate(torch.tensor([1, 2, 3, 4]), max_new_tokens=2, do_sample=False)
+    ids = torch.randint(0, V, (2, 3))
+    with pytest.raises(ValueError, match=r"labels must have the shape of the input ids, \(2, 3\), got \(2, 2\)"):
+        model(ids, labels=ids[:, :2])
+    with pytest.raises(ValueError, match=r"labels must have the shape of the input ids, \(2, 3\), got \(3,\)"):
+        model(ids, labels=ids[0])
+    assert model(ids, labels=ids).loss.isfinite()  # the right shape still trains
 
 
 # ---------------------------------------------------------------- configs: one rule for both

@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from gpt_scratch import GPTConfig, GPTForCausalLM, GPTModel, from_hf_gpt2, to_hf_gpt2
+from gpt_scratch.transformers_compat import cache_of
 
 V = 97  # a small vocabulary keeps these tests fast
 
@@ -174,7 +175,7 @@ def test_batched_decoding_returns_contiguous_logits_and_hidden_states():
     ids = torch.randint(0, V - 1, (8, 5))
     with torch.no_grad():
         full = model(ids, output_hidden_states=True)
-        step = model(ids[:, -1:], cache=model(ids[:, :-1]).cache, output_hidden_states=True)
+        step = model(ids[:, -1:], cache=cache_of(model(ids[:, :-1])), output_hidden_states=True)
     for out in (full, step):
         assert out.logits.is_contiguous() and all(h.is_contiguous() for h in out.hidden_states)
     torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1])
@@ -230,10 +231,10 @@ def test_cache_argument_names_new_and_old():
     with torch.no_grad():
         full = model(x).logits[:, -1]
         out = model(x[:, :6], use_cache=True)
-        assert isinstance(out.cache, DynamicCache) and out.cache.get_seq_length() == 6
-        step_new = model(x[:, 6:], cache=out.cache).logits[:, -1]
+        assert isinstance(cache_of(out), DynamicCache) and cache_of(out).get_seq_length() == 6
+        step_new = model(x[:, 6:], cache=cache_of(out)).logits[:, -1]
         out2 = model(x[:, :6], use_cache=True)
-        step_old = model(x[:, 6:], past_key_values=out2.cache).logits[:, -1]
+        step_old = model(x[:, 6:], past_key_values=cache_of(out2)).logits[:, -1]
     assert (step_new - full).abs().max() < 1e-4
     assert (step_old - full).abs().max() < 1e-4
 

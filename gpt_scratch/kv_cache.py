@@ -14,12 +14,15 @@ no particular cache (`decoding_cache_for`); everything else sees an ordinary Cac
    generate() call, so no weight update can make it stale; 2-64 rows (batched or
    beam decoding) as (W @ x.T).T.
 
-Copied next to saved weights with modeling_gpt.py (it imports only torch and transformers).
+Copied next to saved weights with modeling_gpt.py (it imports torch, transformers and
+its sibling transformers_compat.py).
 """
 
 import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from .transformers_compat import CACHE
 
 FEW_ROWS = 64  # up to this many rows, (W @ x.T).T beat x @ W.T for the lm_head on both CPUs
 
@@ -106,4 +109,4 @@ def decoding_cache_for(model, generation_config, kwargs):
         or torch.compiler.is_compiling()
     ):
         return kwargs
-    return {**kwargs, "cache": DecodingCache(config=model.config)}
+    return {**kwargs, CACHE: DecodingCache(config=model.config)}  # under the name this generate() reads

@@ -149,14 +149,14 @@ def ratio_summary(rates: dict, num: str, den: str) -> dict:
 def measure_matmul_peak(dtype_name: str, n: int = 1024, seconds: float = 1.0) -> float:
     """Best GFLOP/s of an n x n x n matmul in `dtype_name` ("fp32" or "bf16") over ~`seconds`.
 
-    The same probe training uses for its MFU (gpt_scratch.metrics): the fastest of
+    The same probe training uses for its MFU (gpt_scratch.train.metrics): the fastest of
     several rounds, so a busy moment on a shared machine does not lower the peak.
     """
     import torch
 
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from gpt_scratch.metrics import measure_matmul_peak as probe
+    from gpt_scratch.train.metrics import measure_matmul_peak as probe
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     return probe(torch.device("cpu"), dtype, seconds=seconds, n=n, rounds=max(3, round(seconds / 0.1))) / 1e9

@@ -1,6 +1,6 @@
-"""Data pipeline speed: gpt_scratch.data.build_datasets on tiny Shakespeare vs a plain tiktoken encode.
+"""Data pipeline speed: gpt_scratch.train.data.load_blocks on tiny Shakespeare vs a plain tiktoken encode.
 
-* cold: `build_datasets` into a fresh, empty cache folder (read, hash, tokenize,
+* cold: `load_blocks` into a fresh, empty cache folder (read, hash, tokenize,
   block, save_to_disk, load back memory-mapped);
 * cached: the same call again, now a cache hit (read, hash, load_from_disk);
 * baseline: `encode_ordinary(text)` of the whole text with the same tiktoken
@@ -53,7 +53,8 @@ def main(argv=None):
     import datasets
 
     datasets.disable_progress_bars()
-    from gpt_scratch.data import build_datasets
+    from gpt_scratch.train import TrainConfig
+    from gpt_scratch.train.data import load_blocks
     from gpt_scratch.tokenizer import load_tiktoken
 
     work = Path(tempfile.mkdtemp(prefix="gpt_scratch_bench_data_"))
@@ -78,17 +79,16 @@ def main(argv=None):
 
             cache = work / f"cache{r}"
             t0 = now()
-            dd = build_datasets(str(data), args.block_size, cache_dir=cache)
+            cfg = TrainConfig(data=str(data), block_size=args.block_size, cache_dir=str(cache))
+            train, val, _ = load_blocks(cfg)
             cold_s.append(now() - t0)
-            n_blocks = {k: len(v) for k, v in dd.items()}
-            del dd
+            n_blocks = {"train": len(train), "validation": len(val)}
 
             t0 = now()
-            dd = build_datasets(str(data), args.block_size, cache_dir=cache)
+            train, val, _ = load_blocks(cfg)
             cached_s.append(now() - t0)
-            # touch the data, as a training loop would: the first batch must be real tokens
-            assert dd["train"][0]["input_ids"].tolist() == ids[: args.block_size]
-            del dd
+            # touch the data, as a training loop would: the first block must be real tokens
+            assert train[0].tolist() == ids[: args.block_size]
             print(f"  round {r + 1}: encode {encode_s[-1]:.3f} s, cold build {cold_s[-1]:.3f} s, cached {cached_s[-1]:.3f} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -53,7 +53,7 @@ def make_optimizer(model, lr):
 def train_step(model, opt, x):
     import torch
 
-    from gpt_scratch.training import forward_kwargs
+    from gpt_scratch.train.loop import forward_kwargs
 
     opt.zero_grad(set_to_none=True)
     loss = model(input_ids=x, labels=x, **forward_kwargs(model)).loss  # as the training loop calls it
@@ -145,7 +145,8 @@ def main(argv=None):
     import datasets
 
     datasets.disable_progress_bars()
-    from gpt_scratch.data import build_datasets
+    from gpt_scratch.train import TrainConfig
+    from gpt_scratch.train.data import load_blocks
 
     m = dict(MODEL["quick" if args.quick else "default"])
     if args.steps:
@@ -158,12 +159,11 @@ def main(argv=None):
             sliced = Path(work) / "slice.txt"
             sliced.write_text(data.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
             data = sliced
-        dd = build_datasets(str(data), m["block_size"], cache_dir=Path(work) / "cache")
+        blocks = load_blocks(TrainConfig(data=str(data), block_size=m["block_size"], cache_dir=str(Path(work) / "cache")))
         import torch
 
         # the whole split as one (n_blocks, block) LongTensor, read before the temp cache goes
-        train = torch.stack([r["input_ids"] for r in dd["train"]]).long()
-        val = torch.stack([r["input_ids"] for r in dd["validation"]]).long()
+        train, val = (torch.stack([split[i] for i in range(len(split))]) for split in blocks[:2])
     print(f"train {tuple(train.shape)} blocks, validation {tuple(val.shape)}; model {m}")
 
     bigram, bigram_skip = load_bigram()

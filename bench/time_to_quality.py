@@ -1,6 +1,6 @@
 """Time to quality: the validation loss each training recipe reaches in the same wall-clock budget.
 
-Every recipe goes through gpt_scratch's own training loop (gpt_scratch.training.train) on
+Every recipe goes through gpt_scratch's own training loop (gpt_scratch.train.train) on
 tiny Shakespeare with the project's usual split (last 10% for validation). A short warm-up
 run of each recipe measures its time per optimizer step on this machine; its schedule is
 then sized so the whole run (setup, steps, final evaluation over the whole validation split,
@@ -55,8 +55,8 @@ def run_train(settings, data, out_dir, seed, max_steps, warmup=None, hf_model=Fa
     """One run of the training loop; returns (final val loss, steps, tokens, wall seconds, seconds per step)."""
     import torch
 
-    from gpt_scratch import training
-    from gpt_scratch.train_config import TrainConfig
+    from gpt_scratch.train import TrainConfig
+    from gpt_scratch.train import loop as training
 
     s = dict(settings)
     if warmup is not None:
@@ -135,11 +135,11 @@ def main(argv=None):
     seeds = args.seeds or ([1337] if args.quick else [1337, 1338, 1339])
     before, now_ = dict(MAIN_JOB_BEFORE), current_main_job()
     current_steps = now_.pop("max_steps", None)
-    from gpt_scratch.train_config import _convert
+    from gpt_scratch.train.config import convert_setting
 
     for kv in args.set:
         k, v = kv.split("=", 1)
-        now_[k] = _convert(k, v, from_text=True)  # as the command line parses it
+        now_[k] = convert_setting(k, v, from_text=True)  # as the command line parses it
     if args.quick:
         before.update(QUICK_SHAPE)
         now_.update(QUICK_SHAPE)

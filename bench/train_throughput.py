@@ -87,7 +87,7 @@ def make_step(model, opt, cfg, dtype, seed=0):
     """A closure running one training step on the next of a fixed set of batches; returns the loss tensor."""
     import torch
 
-    from gpt_scratch.training import forward_kwargs
+    from gpt_scratch.train.loop import forward_kwargs
 
     batches = make_batches(cfg, seed=1234 + seed)
     state = {"i": 0}

@@ -27,12 +27,12 @@ AutoModelForCausalLM.register(BigramConfig, BigramForCausalLM, exist_ok=True)
 BigramConfig.register_for_auto_class()
 BigramForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
-from .convert import from_hf_gpt2, to_hf_gpt2  # noqa: E402
-from .model_folder import save_model_folder  # noqa: E402
+from .folder.convert import from_hf_gpt2, to_hf_gpt2  # noqa: E402
+from .folder.model_folder import load_model, save_model_folder  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
     "GPTConfig", "GPTModel", "GPTForCausalLM", "from_hf_gpt2", "to_hf_gpt2",
-    "load_tiktoken", "load_tokenizer", "save_tokenizer", "save_model_folder",
+    "load_tiktoken", "load_tokenizer", "save_tokenizer", "save_model_folder", "load_model",
     "BigramConfig", "BigramForCausalLM",
 ]

@@ -51,6 +51,18 @@ def load_tiktoken() -> tiktoken.Encoding:
     )
 
 
+@lru_cache(maxsize=None)
+def token_byte_lengths():
+    """UTF-8 bytes each id stands for (a LongTensor over the vocabulary); 0 for <|endoftext|>, which is no text.
+
+    What bits per byte divides by: the bytes of the target tokens, special tokens excluded.
+    """
+    import torch
+
+    enc = load_tiktoken()
+    return torch.tensor([0 if i == EOT_ID else len(enc.decode_single_token_bytes(i)) for i in range(VOCAB_SIZE)])
+
+
 def _byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable-character table.
 

@@ -6,7 +6,7 @@
 
 import sys
 
-from gpt_scratch.convert import main
+from gpt_scratch.folder.convert import main
 
 if __name__ == "__main__":
     sys.exit(main())

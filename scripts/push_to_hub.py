@@ -6,7 +6,7 @@ The token comes from --token, else $HF_TOKEN, else the one `hf auth login` saved
 Set HF_ENDPOINT to push somewhere other than https://huggingface.co.
 """
 
-from gpt_scratch.hub import main
+from gpt_scratch.folder.hub import main
 
 if __name__ == "__main__":
     main()

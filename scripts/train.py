@@ -10,7 +10,7 @@
 `--help` lists every setting with its default.
 """
 
-from gpt_scratch.training import main
+from gpt_scratch.train import main
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from gpt_scratch import GPTForCausalLM
-from gpt_scratch.convert import main
+from gpt_scratch.folder.convert import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,14 +39,14 @@ def test_convert_both_ways_keeps_logits(tmp_path):
 def test_convert_refuses_to_overwrite_and_missing_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--from-hf", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
-    assert e.value.code == 2 and "config.json" in capsys.readouterr().err
+    assert e.value.code == 2 and "nope' does not exist" in capsys.readouterr().err
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "config.json").write_text("{}")
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(SystemExit) as e:
         main(["--from-hf", str(tmp_path / "in"), "--out", str(tmp_path / "o")])
-    assert e.value.code == 2 and "already holds a model" in capsys.readouterr().err
+    assert e.value.code == 2 and "nothing is overwritten" in capsys.readouterr().err
     assert (tmp_path / "o" / "config.json").read_text() == "{}"
 
 
@@ -55,7 +55,7 @@ def test_readme_convert_commands_run_as_printed(tmp_path, monkeypatch, capsys):
     from readme_commands import readme_commands
 
     from gpt_scratch import GPTConfig, save_model_folder
-    from gpt_scratch.model_folder import check_model_folder
+    from gpt_scratch.folder.model_folder import check_model_folder
 
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(n_positions=64, n_embd=32, n_layer=1, n_head=4)).save_pretrained(
@@ -69,6 +69,6 @@ def test_readme_convert_commands_run_as_printed(tmp_path, monkeypatch, capsys):
         assert argv[:2] == ["python", "scripts/convert_gpt2.py"], argv
         assert main(argv[2:]) == 0
         assert capsys.readouterr().out == f"wrote {argv[-1]}\n"
-    assert check_model_folder("gpt2-scratch").model_type == "gpt_scratch"
+    assert check_model_folder("gpt2-scratch").config.model_type == "gpt_scratch"
     _, info = GPT2LMHeadModel.from_pretrained("shakespeare-hf", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]

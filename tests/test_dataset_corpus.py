@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from gpt_scratch import training
+from gpt_scratch.train import main as train_main
 
 from test_training import _fresh_accelerate_state, child_env, records, tiny_args  # noqa: F401  (fixture)
 
@@ -16,8 +16,8 @@ TINY_SHAKESPEARE_BYTES = 1_115_394
 
 MEASURE = """\
 import json, resource, sys
-from gpt_scratch import training
-training.main(sys.argv[1:])
+from gpt_scratch.train import main as train_main
+train_main(sys.argv[1:])
 print("RSS " + json.dumps({"self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                            "tokenizer_workers_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
@@ -45,7 +45,7 @@ def test_parquet_corpus_trains(tmp_path):
     corpus = tmp_path / "corpus.parquet"
     synthetic_parquet(corpus, 300_000)
     out = tmp_path / "run"
-    training.main(tiny_args(None, out, dataset=str(corpus), max_steps=20, learning_rate=1e-2, eval_interval=10,
+    train_main(tiny_args(None, out, dataset=str(corpus), max_steps=20, learning_rate=1e-2, eval_interval=10,
                             save_interval=0, dropout=0.0))
     losses = [r["train_loss"] for r in records(out) if "train_loss" in r]
     assert len(losses) == 20 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 1.0

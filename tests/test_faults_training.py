@@ -14,7 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gpt_scratch import checkpoints, metrics, training
+from gpt_scratch.train import checkpoints, metrics
+from gpt_scratch.train import main as train_main
+from gpt_scratch.train.checkpoints import list_checkpoints
 
 from test_training import _fresh_accelerate_state, corpus, records, tiny_args  # noqa: F401  (fixtures)
 
@@ -22,7 +24,7 @@ from test_training import _fresh_accelerate_state, corpus, records, tiny_args  #
 def run_main(argv, capsys):
     """training.main's exit code (0 when it returns) and what it printed."""
     try:
-        training.main(argv)
+        train_main(argv)
         code = 0
     except SystemExit as e:
         code = e.code
@@ -46,10 +48,10 @@ def test_non_finite_loss_stops_before_the_weights_are_poisoned(tmp_path, corpus,
     assert "lower --learning_rate (now 10000.0)" in err and "--grad_clip 1.0" in err
     step = int(err.split(" at step ")[1].split()[0])
     assert 1 <= step < 30
-    newest = training.list_checkpoints(out)[-1]
+    newest = list_checkpoints(out)[-1]
     assert newest.endswith(f"checkpoint-{step - 1}") and finite_weights(newest)
     assert not (out / "model").exists()  # nothing exported
-    assert all(finite_weights(c) for c in training.list_checkpoints(out))
+    assert all(finite_weights(c) for c in list_checkpoints(out))
 
 
 def test_diverging_resume_keeps_the_last_good_checkpoint_resumable(tmp_path, corpus, capsys):  # noqa: F811
@@ -60,7 +62,7 @@ def test_diverging_resume_keeps_the_last_good_checkpoint_resumable(tmp_path, cor
     code, _, err = run_main(tiny_args(corpus, out, **dict(sane, max_steps=40, save_interval=0, learning_rate=1e4,
                                                           min_lr=0, grad_clip=0), resume="auto"), capsys)
     assert code == 1 and "non-finite" in err and "checkpoint-2" in err
-    assert [os.path.basename(p) for p in training.list_checkpoints(out)] == ["checkpoint-2"]
+    assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-2"]
     assert finite_weights(out / "checkpoint-2")
     # and it resumes
     code, outp, err = run_main(tiny_args(corpus, out, **dict(sane, max_steps=4), resume="auto"), capsys)
@@ -84,32 +86,34 @@ def test_cut_off_metrics_line_is_skipped_and_said(tmp_path, corpus, capsys):  # 
 
 
 def test_failed_metrics_rewrite_keeps_the_history(tmp_path, monkeypatch):
+    from gpt_scratch.folder import durable
+
     path = tmp_path / "metrics.jsonl"
     lines = [json.dumps({"step": s, "train_loss": 1.0}) + "\n" for s in range(1, 101)]
     path.write_text("".join(lines))
-    real_write = metrics._write_atomically
+    real_replace = os.replace
 
-    def killed_midway(p, text):  # the temp file gets half the text, then the process dies
-        with open(f"{p}.tmp-{os.getpid()}", "w") as f:
-            f.write(text[: len(text) // 2])
+    def killed_before_the_rename(src, dst):  # the staging file is written in full, then the process dies
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(metrics, "_write_atomically", killed_midway)
+    monkeypatch.setattr(durable.os, "replace", killed_before_the_rename)
     with pytest.raises(KeyboardInterrupt):
         metrics.MetricsLog(str(tmp_path)).keep_until(50)
     assert path.read_text() == "".join(lines)  # the rewrite never touched the published file
-    monkeypatch.setattr(metrics, "_write_atomically", real_write)
+    monkeypatch.setattr(durable.os, "replace", real_replace)
     metrics.MetricsLog(str(tmp_path)).keep_until(50)
     assert [r["step"] for r in metrics.read_records(str(path))] == list(range(1, 51))
+    assert os.listdir(tmp_path) == ["metrics.jsonl"]
 
 
 KILLED_REWRITE = """\
 import os, sys, time
-from gpt_scratch import metrics
+from gpt_scratch.folder import durable
+from gpt_scratch.train import metrics
 real_open = open
 def slow_open(path, mode="r", *a, **k):
     f = real_open(path, mode, *a, **k)
-    if ".tmp-" in str(path) and "w" in mode:
+    if ".partial-" in str(path) and "w" in mode:
         write = f.write
         def half_then_hang(text):
             write(text[: len(text) // 2]); f.flush()
@@ -117,7 +121,7 @@ def slow_open(path, mode="r", *a, **k):
             time.sleep(60)
         f.write = half_then_hang
     return f
-metrics.open = slow_open
+durable.open = slow_open
 metrics.MetricsLog(sys.argv[1]).keep_until(50)
 """
 
@@ -138,10 +142,10 @@ def test_kill_9_during_the_metrics_rewrite_keeps_the_history(tmp_path):
     p.send_signal(signal.SIGKILL)  # a real kill, mid-rewrite
     p.wait(timeout=60)
     assert path.read_text() == text  # all 60,000 records still there
-    assert [n for n in os.listdir(tmp_path) if ".tmp-" in n]  # the half-written temp file is all it left
+    assert [n for n in os.listdir(tmp_path) if ".partial-" in n]  # the half-written staging file is all it left
     metrics.MetricsLog(str(tmp_path)).keep_until(50)  # the next start cleans up and rewrites
     assert [r["step"] for r in metrics.read_records(str(path))] == list(range(1, 51))
-    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+    assert os.listdir(tmp_path) == ["metrics.jsonl"]
 
 
 # ---------------------------------------------------------------- damaged checkpoints
@@ -179,7 +183,7 @@ def test_full_disk_during_a_save_names_disk_space_and_leaves_no_temporary(tmp_pa
 
     def disk_full(self, output_dir=None, **kw):
         real_save(self, output_dir, **kw)
-        if output_dir.endswith("-4"):  # what torch.save raises when the disk fills up
+        if "checkpoint-4" in output_dir:  # what torch.save raises when the disk fills up
             raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos; basic_ios::clear: iostream error")
 
     monkeypatch.setattr(Accelerator, "save_state", disk_full)
@@ -187,8 +191,8 @@ def test_full_disk_during_a_save_names_disk_space_and_leaves_no_temporary(tmp_pa
     code, _, err = run_main(tiny_args(corpus, out, max_steps=6, eval_interval=0, save_interval=2), capsys)
     assert code == 1 and "Traceback" not in err
     assert "checkpoint-4" in err and "MiB free" in err and "free disk space" in err
-    assert not [n for n in os.listdir(out) if n.startswith(".tmp")]
-    assert [os.path.basename(p) for p in training.list_checkpoints(out)] == ["checkpoint-2"]
+    assert not [n for n in os.listdir(out) if ".partial-" in n]
+    assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-2"]
 
 
 def test_full_disk_during_the_export_keeps_the_previous_model_folder(tmp_path, corpus, capsys, monkeypatch):  # noqa: F811
@@ -209,10 +213,12 @@ def test_full_disk_during_the_export_keeps_the_previous_model_folder(tmp_path, c
     assert code == 1 and "disk space" in err and "Traceback" not in err
     assert (out / "model" / "model.safetensors").read_bytes() == before  # the previous model, untouched
     assert sorted(n for n in os.listdir(out) if "model" in n) == ["model"]  # no staging folder left
-    assert training.list_checkpoints(out)[-1].endswith("checkpoint-4")  # the run's progress is saved
+    assert list_checkpoints(out)[-1].endswith("checkpoint-4")  # the run's progress is saved
 
 
 def test_every_checkpoint_file_is_fsynced_before_the_rename(tmp_path, corpus, capsys, monkeypatch):  # noqa: F811
+    from gpt_scratch.folder import durable
+
     events, real_fsync, real_replace = [], os.fsync, os.replace
 
     def fsync(fd):
@@ -223,8 +229,8 @@ def test_every_checkpoint_file_is_fsynced_before_the_rename(tmp_path, corpus, ca
         events.append(("replace", os.path.realpath(src), os.path.realpath(dst)))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoints.os, "fsync", fsync)
-    monkeypatch.setattr(checkpoints.os, "replace", replace)
+    monkeypatch.setattr(durable.os, "fsync", fsync)
+    monkeypatch.setattr(durable.os, "replace", replace)
     out = tmp_path / "r"
     assert run_main(tiny_args(corpus, out, max_steps=2, eval_interval=0, save_interval=2), capsys)[0] == 0
     publish = next(i for i, e in enumerate(events) if e[0] == "replace" and e[2].endswith("checkpoint-2"))

@@ -6,8 +6,10 @@ import os
 import pytest
 import torch
 
-from gpt_scratch import training
-from gpt_scratch.train_config import TrainConfig
+from gpt_scratch.errors import ConfigError
+from gpt_scratch.train import TrainConfig
+from gpt_scratch.train import main as train_main
+from gpt_scratch.train.loop import build_model
 
 from test_training import _fresh_accelerate_state, corpus, records, run_train, tiny_args  # noqa: F401  (fixtures)
 
@@ -28,7 +30,7 @@ def test_started_model_has_the_gpt2_logits(gpt2_folder):
     from transformers import GPT2LMHeadModel
 
     hf = GPT2LMHeadModel.from_pretrained(gpt2_folder).eval()
-    ours = training.build_model(TrainConfig(init_from=gpt2_folder, block_size=16, dropout=0.1)).eval()
+    ours = build_model(TrainConfig(init_from=gpt2_folder, block_size=16, dropout=0.1)).eval()
     assert ours.config.block_size == 16 and ours.config.n_layer == 2 and ours.config.dropout == 0.1
     ids = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -36,8 +38,8 @@ def test_started_model_has_the_gpt2_logits(gpt2_folder):
         got = ours(input_ids=ids).logits
     assert got.shape == want.shape
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
-    with pytest.raises(training.ConfigError, match="longer than init_from"):
-        training.build_model(TrainConfig(init_from=gpt2_folder, block_size=128))
+    with pytest.raises(ConfigError, match="longer than init_from"):
+        build_model(TrainConfig(init_from=gpt2_folder, block_size=128))
 
 
 def test_fine_tuning_from_a_gpt2_folder_lowers_the_loss(tmp_path, corpus, gpt2_folder):  # noqa: F811
@@ -55,7 +57,7 @@ def test_fine_tuning_from_a_gpt2_folder_lowers_the_loss(tmp_path, corpus, gpt2_f
     from transformers import AutoModelForCausalLM
 
     exported = AutoModelForCausalLM.from_pretrained(out / "model").eval()
-    again = training.build_model(TrainConfig(init_from=str(out / "model"), block_size=16)).eval()
+    again = build_model(TrainConfig(init_from=str(out / "model"), block_size=16)).eval()
     ids = torch.arange(16).unsqueeze(0)
     with torch.no_grad():
         a, b = exported(input_ids=ids).logits, again(input_ids=ids).logits
@@ -64,13 +66,13 @@ def test_fine_tuning_from_a_gpt2_folder_lowers_the_loss(tmp_path, corpus, gpt2_f
 
 def test_hub_id_offline_and_bad_folders_are_errors(tmp_path, corpus, capsys):  # noqa: F811
     with pytest.raises(SystemExit) as e:  # HF_HUB_OFFLINE=1 (conftest), empty cache
-        training.main(tiny_args(corpus, tmp_path / "o", init_from="openai-community/gpt2"))
+        train_main(tiny_args(corpus, tmp_path / "o", init_from="openai-community/gpt2"))
     err = capsys.readouterr().err
     assert e.value.code == 2 and "init_from 'openai-community/gpt2'" in err and "Hub id" in err
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit):
-        training.main(tiny_args(corpus, tmp_path / "o", init_from=str(tmp_path / "empty")))
-    assert "cannot read its config" in capsys.readouterr().err
+        train_main(tiny_args(corpus, tmp_path / "o", init_from=str(tmp_path / "empty")))
+    assert "has no config.json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        training.main(tiny_args(corpus, tmp_path / "o", init_from=str(tmp_path / "nope")))
+        train_main(tiny_args(corpus, tmp_path / "o", init_from=str(tmp_path / "nope")))
     assert "is not a folder" in capsys.readouterr().err

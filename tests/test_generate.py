@@ -1,4 +1,4 @@
-"""Text generation end to end: the generate command line (gpt_scratch.generation.main) and transformers' pipeline."""
+"""Text generation end to end: the generate command line (gpt_scratch.folder.generate.main) and transformers' pipeline."""
 
 import io
 import json
@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 # Importing gpt_scratch registers its model types, so folders load without trust_remote_code.
 from gpt_scratch import BigramConfig, BigramForCausalLM, GPTConfig, GPTForCausalLM, load_tokenizer, save_model_folder
-from gpt_scratch.export import default_max_new_tokens
-from gpt_scratch.generation import DEFAULT_MAX_NEW_TOKENS, SAMPLE_SEPARATOR, main
+from gpt_scratch.folder.model_folder import default_max_new_tokens
+from gpt_scratch.folder.generate import DEFAULT_MAX_NEW_TOKENS, SAMPLE_SEPARATOR, main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK = 64

@@ -18,25 +18,22 @@ import yaml
 from huggingface_hub import ModelCard
 
 from gpt_scratch import GPTConfig, GPTForCausalLM, load_tokenizer, save_model_folder
-from gpt_scratch.hub import render_model_card, write_model_card
+from gpt_scratch.folder.card import render_model_card, write_model_card
 
 from hub_server import FakeHub
+from test_training import _fresh_accelerate_state, corpus, tiny_args  # noqa: F401  (fixtures)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "hf_FAKEtoken1234567890"
 REPO_ID = "alice/tiny-gpt"
 IDS = [[464, 2068, 7586, 21831, 18045]]
 PROMPT = "Hello world"
-TRAIN = {"lr": 1e-3, "tokens_per_sec": 1000.0}
-METRICS = [
-    {"step": 0, "train_loss": 10.9, "tokens": 1024, "world_size": 1, **TRAIN},
-    {"step": 10, "val_loss": 7.5, "val_perplexity": 1808.04},
-    {"step": 20, "train_loss": 6.1, "tokens": 21504, **TRAIN},
-    {"step": 20, "val_loss": 6.2512345678, "val_perplexity": 518.6402},
-    {"step": 25, "train_loss": 5.9, "tokens": 26624, **TRAIN},  # after the last eval
-]
+SUMMARY = {"data": "tiny Shakespeare (a local copy, `input.txt`); 338,025 GPT-2 tokens", "dataset_id": "tiny_shakespeare",
+           "language": "en", "steps": 25, "tokens": 26624, "val_loss": 6.2512345678, "val_bpb": 2.9180123,
+           "val_perplexity": 518.6402, "hardware": "CPU: Test CPU 9000, 2 cores", "strategy": "single process on cpu",
+           "precision": "fp32", "init_from": None}
 RUN_CONFIG = {"data": None, "max_steps": 25, "batch_size": 8, "block_size": 64, "learning_rate": 1e-3,
-              "out_dir": "/home/alice/secret-project/out", "model": {"n_layer": 2}}
+              "out_dir": "/home/alice/secret-project/out", "cache_dir": "/home/alice/cache", "cpu": False}
 MODEL_FILES = ["README.md", "config.json", "generation_config.json", "loss.png", "model.safetensors",
                "tokenizer.json", "tokenizer_config.json"]
 
@@ -67,13 +64,14 @@ def saved_folder(tiny_model, tmp_path_factory):
     return out
 
 
-def make_run_folder(saved, dest, metrics=METRICS, run_config=RUN_CONFIG):
+def make_run_folder(saved, dest, summary=SUMMARY, run_config=RUN_CONFIG):
     """A training output folder: the model plus what a run leaves beside it, which must not be uploaded."""
     shutil.copytree(saved, dest)
-    if metrics is not None:
-        (dest / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    if summary is not None:
+        (dest / "run_summary.json").write_text(json.dumps(summary))
     if run_config is not None:
         (dest / "run_config.json").write_text(json.dumps(run_config))
+    (dest / "metrics.jsonl").write_text(json.dumps({"step": 25, "train_loss": 5.9}) + "\n")
     (dest / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\nfake plot")
     (dest / "checkpoint-5").mkdir()
     (dest / "checkpoint-5" / "model.safetensors").write_bytes(b"old weights")
@@ -124,65 +122,67 @@ def card_metadata(text):
 
 # ---------------------------------------------------------------- the card, locally
 
-def test_card_numbers_come_from_the_files(saved_folder, tiny_model, tmp_path):
+def test_card_facts_come_from_the_run(saved_folder, tiny_model, tmp_path):
     folder = make_run_folder(saved_folder, tmp_path / "run")
-    path = write_model_card(folder, repo_id=REPO_ID)
-    card = ModelCard.load(path)
+    card = ModelCard.load(write_model_card(folder, where=REPO_ID))
     meta = card.data.to_dict()
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-generation"
-    assert meta["license"] == "mit" and meta["datasets"] == ["tiny_shakespeare"]
+    assert meta["license"] == "mit" and meta["datasets"] == ["tiny_shakespeare"] and meta["language"] == ["en"]
     assert {"gpt2", "gpt_scratch", "text-generation", "custom_code"} <= set(meta["tags"])
     results = {r.metric_type: r.metric_value for r in card.data.eval_results}
-    assert results == {"loss": METRICS[3]["val_loss"], "perplexity": METRICS[3]["val_perplexity"]}  # last eval
+    assert results == {"loss": SUMMARY["val_loss"], "bits_per_byte": SUMMARY["val_bpb"],
+                       "perplexity": SUMMARY["val_perplexity"]}
     n_params = sum(p.numel() for p in tiny_model.parameters())  # the tied embedding counted once
     text = card.text
     assert f"| Parameters | {n_params:,}" in text
     for row in ("| Layers | 2 |", "| Attention heads | 2 |", "| Width (n_embd) | 32 |",
                 "| Context (block_size) | 64 tokens |", "| Vocabulary | 50,257"):
         assert row in text, row
-    assert "Optimizer steps: 25" in text and "Tokens seen: 26,624" in text  # the last train record
-    assert "6.2512 (perplexity 518.64) after step 20" in text
+    assert "- Data: tiny Shakespeare (a local copy, `input.txt`); 338,025 GPT-2 tokens" in text
+    assert "Optimizer steps: 25" in text and "Tokens seen: 26,624" in text
+    assert "6.2512 nats per token, 2.9180 bits per byte (perplexity 518.64) after step 25" in text
+    assert "- Hardware: CPU: Test CPU 9000, 2 cores" in text and "- Run: single process on cpu; precision: fp32" in text
     assert "![Training and validation loss](loss.png)" in text
     assert f'repo = "{REPO_ID}"' in text and "trust_remote_code=True" in text and "pipeline(" in text
-    assert "secret-project" not in text  # path-like settings stay private
+    assert "secret-project" not in text and "/home/alice" not in text  # path-like settings stay private
+    assert "| cpu |" not in text  # `cpu | False` on a CPU run said the opposite
 
 
-def test_card_without_metrics_says_not_recorded(saved_folder, tmp_path):
-    folder = make_run_folder(saved_folder, tmp_path / "run", metrics=None,
-                             run_config={"data": "/home/alice/corpus/my_text.txt", "max_steps": 5})
+def test_card_without_facts_says_not_recorded(saved_folder, tmp_path):
+    folder = make_run_folder(saved_folder, tmp_path / "run", summary=None, run_config=None)
     (folder / "loss.png").unlink()
     text = render_model_card(folder)
     meta = card_metadata(text)
     assert "model-index" not in meta and "datasets" not in meta
-    assert "Optimizer steps: not recorded" in text and "Tokens seen: not recorded" in text
-    assert "Final validation loss: not recorded" in text
-    assert "`my_text.txt`" in text and "/home/alice" not in text
+    for line in ("Data: not recorded", "Optimizer steps: not recorded", "Tokens seen: not recorded",
+                 "Final validation loss: not recorded", "Hardware: not recorded"):
+        assert line in text, line
     assert "loss.png" not in text
+    assert f'repo = "{folder}"' in text  # the folder itself, where it is
     assert not (folder / "README.md").exists()  # render only; write_model_card writes
 
 
-def test_card_says_what_hardware_trained_it_and_loads_the_real_folder(saved_folder, tmp_path, monkeypatch):
-    import gpt_scratch.hub as hub
+@pytest.mark.parametrize("source", ["text", "parquet"])
+def test_a_trained_card_names_the_real_folder_and_the_data(source, tmp_path, corpus):  # noqa: F811
+    from gpt_scratch.train import main as train_main
 
-    staged = make_run_folder(saved_folder, tmp_path / "out" / "model.tmp", run_config=dict(RUN_CONFIG, cpu=False,
-                                                                                            cpu_threads=0))
-    here = hub.describe_machine(use_gpu=False)
-    assert here.startswith("CPU: ") and here.endswith(" cores") and "False" not in here
-    monkeypatch.setattr(hub, "describe_machine", lambda use_gpu=None: f"CPU: Test CPU 9000, 2 cores (gpu={use_gpu})")
-    text = open(write_model_card(staged)).read()  # what training does, in its staging folder
-    assert "- Hardware: CPU: Test CPU 9000, 2 cores (gpu=True)" in text
-    assert "- Processes: 1; precision: not recorded" in text  # world_size from metrics.jsonl
-    assert "| cpu |" not in text and "| cpu_threads |" not in text  # `cpu | False` on a CPU run said the opposite
-    published = str(tmp_path / "out" / "model")
-    assert f'repo = "{published}"' in text and f'model="{published}"' in text  # the folder it becomes
-    assert "path/to/model_folder" not in text
-    # A push renders the card again, elsewhere: the training machine's line is kept, the repo id used.
-    monkeypatch.setattr(hub, "describe_machine", lambda use_gpu=None: "CPU: some other machine")
-    pushed = render_model_card(staged, repo_id=REPO_ID)
-    assert "- Hardware: CPU: Test CPU 9000, 2 cores (gpu=True)" in pushed and f'repo = "{REPO_ID}"' in pushed
-    # No card written by training: nothing is guessed.
-    bare = make_run_folder(saved_folder, tmp_path / "bare")
-    assert "- Hardware: not recorded" in render_model_card(bare)
+    if source == "parquet":
+        import datasets
+
+        text = open(corpus).read().split("\n\n")
+        datasets.Dataset.from_dict({"body": text}).to_parquet(str(tmp_path / "corpus.parquet"))
+        over = dict(data=None, dataset=str(tmp_path / "corpus.parquet"), text_column="body")
+    else:
+        over = {}
+    out = tmp_path / "run"
+    train_main(tiny_args(corpus, out, max_steps=2, eval_interval=0, save_interval=0, **over))
+    card = (out / "model" / "README.md").read_text()
+    assert f'repo = "{out / "model"}"' in card and f'model="{out / "model"}"' in card  # the folder it became
+    assert ".partial" not in card
+    want = "a local parquet file, `corpus.parquet`, column `body`" if source == "parquet" else "a local text file, `play.txt`"
+    assert f"- Data: {want}; " in card
+    assert "Shakespeare" not in card and "tiny_shakespeare" not in card  # nothing guessed
+    assert "bits per byte" in card and "Optimizer steps: 2" in card
 
 
 def test_readme_share_commands_run_as_printed(saved_folder, tmp_path, monkeypatch, capsys):
@@ -190,7 +190,7 @@ def test_readme_share_commands_run_as_printed(saved_folder, tmp_path, monkeypatc
     options reach push_to_hub as meant (the push itself is tested against the loopback Hub below)."""
     import types
 
-    import gpt_scratch.hub as hub
+    import gpt_scratch.folder.hub as hub
     from readme_commands import readme_commands
 
     (login, _), (push, _) = readme_commands("Share on the Hub")
@@ -269,8 +269,8 @@ def test_push_uploads_allowlist_and_loads_from_the_hub(saved_folder, tiny_model,
         card = repo.files["README.md"].decode()
         meta = card_metadata(card)
         metrics = meta["model-index"][0]["results"][0]["metrics"]
-        assert {m["type"]: m["value"] for m in metrics} == {"loss": METRICS[3]["val_loss"],
-                                                          "perplexity": METRICS[3]["val_perplexity"]}
+        assert {m["type"]: m["value"] for m in metrics} == {"loss": SUMMARY["val_loss"], "bits_per_byte": SUMMARY["val_bpb"],
+                                                          "perplexity": SUMMARY["val_perplexity"]}
         assert "Optimizer steps: 25" in card and "Tokens seen: 26,624" in card
 
         script = tmp_path / "scripts" / "load.py"
@@ -309,7 +309,8 @@ def test_push_uploads_allowlist_and_loads_from_the_hub(saved_folder, tiny_model,
 ERRORS_SCRIPT = textwrap.dedent(
     """
     import contextlib, io, json, sys
-    from gpt_scratch.hub import HubError, main, push_to_hub
+    from gpt_scratch.errors import HubError
+    from gpt_scratch.folder.hub import main, push_to_hub
     results = {}
     for name, case in json.loads(sys.argv[1]).items():
         err = io.StringIO()

@@ -1,8 +1,8 @@
-"""metrics.py: the MFU denominator is the best matmul peak this machine has shown."""
+"""train/metrics.py: the MFU denominator is the best matmul peak this machine has shown, in the training dtype."""
 
 import torch
 
-from gpt_scratch import metrics
+from gpt_scratch.train import metrics
 
 
 def test_peak_is_the_best_seen_so_a_busy_probe_does_not_inflate_mfu(tmp_path, monkeypatch):

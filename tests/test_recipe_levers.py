@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from gpt_scratch import GPTConfig, GPTForCausalLM
-from gpt_scratch.optim import MuonWithAdamW, lr_at, make_optimizer
-from gpt_scratch.train_config import TrainConfig
-from gpt_scratch.train_vocab import used_token_ids, zero_unused_rows
+from gpt_scratch.train import TrainConfig
+from gpt_scratch.train.data import TokenBlocks
+from gpt_scratch.train.loop import restrict_vocabulary
+from gpt_scratch.train.optim import MuonWithAdamW, lr_at, make_optimizer
 
 
 def test_wsd_schedule_warms_up_holds_then_decays_linearly():
@@ -44,7 +45,7 @@ def test_muon_takes_the_hidden_matrices_adamw_the_rest_and_resumes_exactly():
     model = tiny_model()
     opt = make_optimizer(model, cfg, "cpu")
     assert isinstance(opt, MuonWithAdamW)
-    muon, adamw = opt.parts
+    muon, adamw = opt.parts["muon"], opt.parts["adamw"]
     muon_ids = {id(p) for g in muon.param_groups for p in g["params"]}
     assert id(model.transformer.h[0].attn.c_attn.weight) in muon_ids
     assert id(model.transformer.wte.weight) not in muon_ids and id(model.transformer.wpe.weight) not in muon_ids
@@ -66,31 +67,39 @@ def test_muon_takes_the_hidden_matrices_adamw_the_rest_and_resumes_exactly():
     assert first + steps(model3, opt3, batches[3:]) == straight
 
 
-def test_training_vocabulary_is_the_ids_the_data_uses_and_the_rest_stays_zero():
-    data = [{"input_ids": torch.tensor([3, 5, 7, 5])}, {"input_ids": torch.tensor([9, 3, 3, 11])}]
+def test_training_vocabulary_is_the_ids_the_data_uses_and_the_rest_stays_zero(tmp_path):
+    import numpy as np
 
-    class Blocks:
-        def __len__(self):
-            return len(data)
+    class Say:
+        device = "cpu"
 
-        def __getitem__(self, s):
-            return {"input_ids": torch.stack([d["input_ids"] for d in data[s]])}
+        def print(self, *a):
+            pass
 
-    ids = used_token_ids(Blocks(), 64)
+    np.array([3, 5, 7, 5, 9, 3, 3, 11, 60, 61, 62, 63], dtype=np.uint16).tofile(tmp_path / "t.u16")
+    train = TokenBlocks(tmp_path / "t.u16", 0, 2, 4)  # the first 8 tokens; the last 4 are validation's
+    kw = restrict_vocabulary(TrainConfig(train_vocab="data"), model := tiny_model(), train, Say())
+    ids = kw["loss_vocab_ids"]
     assert ids.tolist() == [3, 5, 7, 9, 11]
-    model = tiny_model()
-    zero_unused_rows(model, ids)
+    assert restrict_vocabulary(TrainConfig(train_vocab="full"), tiny_model(), train, Say()) == {}
     w = model.transformer.wte.weight
     assert torch.all(w[[0, 1, 2, 4, 63]] == 0) and torch.all(w[ids].abs().sum(1) > 0)
     opt = make_optimizer(model, TrainConfig(), "cpu")
     x = ids[torch.randint(0, len(ids), (4, 16))]
     for _ in range(3):
         opt.zero_grad()
-        model(x, labels=x, skip_logits=True, loss_vocab_ids=ids).loss.backward()
+        model(x, labels=x, skip_logits=True, **kw).loss.backward()
         opt.step()
     keep = torch.zeros(64, dtype=torch.bool)
     keep[ids] = True
     assert torch.all(w[~keep] == 0)  # no gradient and no decay moved them
+
+
+def test_train_vocab_auto_is_what_the_run_can_use():
+    assert TrainConfig().vocab_restricted  # a GPT from scratch: the data's ids
+    assert not TrainConfig(model="bigram", n_embd=32).vocab_restricted
+    assert not TrainConfig(init_from="some/gpt2").vocab_restricted  # pretrained rows are kept
+    assert not TrainConfig(train_vocab="full").vocab_restricted
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -99,6 +108,7 @@ def test_training_vocabulary_is_the_ids_the_data_uses_and_the_rest_stays_zero():
     (dict(train_vocab="data", init_from="openai-community/gpt2"), "train_vocab data zeroes the embeddings"),
     (dict(cooldown_fraction=0), "cooldown_fraction must be in"),
     (dict(mixed_precision="fp8"), "mixed_precision must be"),
+    (dict(model="bigram", n_embd=32, optimizer="muon"), "the bigram has none"),
 ])
 def test_bad_lever_settings_are_named(kw, message):
     with pytest.raises(ValueError, match=message):

@@ -12,8 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gpt_scratch import training
-from gpt_scratch.training import ConfigError, TrainConfig, lr_at, parse_config
+from gpt_scratch.errors import ConfigError
+from gpt_scratch.train import TrainConfig, launch, parse_config
+from gpt_scratch.train import main as train_main
+from gpt_scratch.train.checkpoints import check_checkpoint, list_checkpoints
+from gpt_scratch.train.optim import lr_at
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PY = os.path.join(REPO, "scripts", "train.py")
@@ -93,7 +96,7 @@ def test_yaml_then_command_line_override(tmp_path):
         (["--batch_size", "big"], None, "batch_size must be int"),
         ([], "batch_size: '8'\n", "batch_size must be int"),
         (["--bias", "maybe"], None, "bias must be bool"),
-        (["--model", "rnn"], None, "model must be 'gpt' or 'bigram'"),
+        (["--model", "rnn"], None, "model must be one of gpt, bigram, got 'rnn'"),
         (["--mixed_precision", "fp8"], None, "mixed_precision"),
         (["--n_embd", "30", "--n_head", "4"], None, "divisible"),
         (["--max_steps", "0"], None, "max_steps must be positive"),
@@ -104,7 +107,7 @@ def test_bad_settings_are_errors(tmp_path, capsys, argv, yaml_text, message):
         (tmp_path / "c.yaml").write_text(yaml_text)
         argv = ["--config", str(tmp_path / "c.yaml")] + argv
     with pytest.raises(SystemExit) as e:
-        training.main(argv)
+        train_main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -130,12 +133,12 @@ def test_lr_schedule_of_a_shorter_run_is_a_prefix():
 
 def test_missing_and_too_small_data_fail_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        training.main(["--data", str(tmp_path / "nope.txt"), "--out_dir", str(tmp_path / "o")])
+        train_main(["--data", str(tmp_path / "nope.txt"), "--out_dir", str(tmp_path / "o")])
     assert "nope.txt" in capsys.readouterr().err
     small = tmp_path / "small.txt"
     small.write_text("To be or not to be.")
     with pytest.raises(SystemExit):
-        training.main(["--data", str(small), "--out_dir", str(tmp_path / "o"), "--block_size", "64"])
+        train_main(["--data", str(small), "--out_dir", str(tmp_path / "o"), "--block_size", "64"])
     err = capsys.readouterr().err
     assert "64" in err and "token" in err
     assert not os.path.exists(tmp_path / "o" / "metrics.jsonl")
@@ -145,7 +148,7 @@ def test_missing_and_too_small_data_fail_before_training(tmp_path, capsys):
 
 def test_training_lowers_loss_and_exports_a_loadable_model(tmp_path, corpus):
     out = tmp_path / "run"
-    training.main(tiny_args(corpus, out, max_steps=30, eval_interval=10, dropout=0.0, save_interval=0,
+    train_main(tiny_args(corpus, out, max_steps=30, eval_interval=10, dropout=0.0, save_interval=0,
                             learning_rate=1e-2, sample_tokens=5))
     recs = records(out)
     assert recs[0]["world_size"] == 1
@@ -155,7 +158,7 @@ def test_training_lowers_loss_and_exports_a_loadable_model(tmp_path, corpus):
     assert sum(train_losses[-5:]) / 5 < sum(train_losses[:5]) / 5 - 2.0
     assert vals[-1] < vals[0]
     assert all(k in recs[0] for k in ("step", "lr", "tokens_per_sec", "tokens"))
-    assert [os.path.basename(p) for p in training.list_checkpoints(out)] == ["checkpoint-30"]
+    assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-30"]
 
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
@@ -179,34 +182,34 @@ def test_training_lowers_loss_and_exports_a_loadable_model(tmp_path, corpus):
 
 
 def test_resume_auto_without_checkpoint_starts_fresh(tmp_path, corpus, capsys):
-    training.main(tiny_args(corpus, tmp_path / "r", max_steps=2, resume="auto", eval_interval=0))
+    train_main(tiny_args(corpus, tmp_path / "r", max_steps=2, resume="auto", eval_interval=0))
     assert "no checkpoint" in capsys.readouterr().out
-    assert training.list_checkpoints(tmp_path / "r")
+    assert list_checkpoints(tmp_path / "r")
 
 
 def test_fresh_run_refuses_to_mix_with_old_checkpoints(tmp_path, corpus, capsys):
-    training.main(tiny_args(corpus, tmp_path / "r", max_steps=2, eval_interval=0))
+    train_main(tiny_args(corpus, tmp_path / "r", max_steps=2, eval_interval=0))
     before = sorted(os.listdir(tmp_path / "r"))
     with pytest.raises(SystemExit):
-        training.main(tiny_args(corpus, tmp_path / "r", max_steps=2, eval_interval=0))
+        train_main(tiny_args(corpus, tmp_path / "r", max_steps=2, eval_interval=0))
     assert "--resume auto" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / "r")) == before
 
 
 def test_resume_errors(tmp_path, corpus, capsys):
     out = tmp_path / "r"
-    training.main(tiny_args(corpus, out, max_steps=4, eval_interval=0))
+    train_main(tiny_args(corpus, out, max_steps=4, eval_interval=0))
     ckpt = out / "checkpoint-4"
     with pytest.raises(SystemExit):
-        training.main(tiny_args(corpus, out, max_steps=6, resume=str(out / "checkpoint-99")))
+        train_main(tiny_args(corpus, out, max_steps=6, resume=str(out / "checkpoint-99")))
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        training.main(tiny_args(corpus, out, max_steps=6, resume="auto", n_embd=64, n_layer=3))
+        train_main(tiny_args(corpus, out, max_steps=6, resume="auto", n_embd=64, n_layer=3))
     err = capsys.readouterr().err
     assert "n_embd: checkpoint 32 vs now 64" in err and "n_layer: checkpoint 2 vs now 3" in err
     os.remove(ckpt / "optimizer.bin")
     with pytest.raises(SystemExit):
-        training.main(tiny_args(corpus, out, max_steps=6, resume=str(ckpt)))
+        train_main(tiny_args(corpus, out, max_steps=6, resume=str(ckpt)))
     assert "incomplete (missing optimizer.bin)" in capsys.readouterr().err
 
 
@@ -227,17 +230,17 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, corpus, monkeypatc
 
     monkeypatch.setattr(Accelerator, "save_state", failing_save)
     with pytest.raises(SystemExit) as e:
-        training.main(tiny_args(corpus, out, max_steps=8, save_interval=2, keep_checkpoints=1, eval_interval=0))
+        train_main(tiny_args(corpus, out, max_steps=8, save_interval=2, keep_checkpoints=1, eval_interval=0))
     assert e.value.code == 1  # the environment, not the input
     monkeypatch.setattr(Accelerator, "save_state", real_save)
-    assert [os.path.basename(p) for p in training.list_checkpoints(out)] == ["checkpoint-2"]
-    state = training.check_checkpoint(str(out / "checkpoint-2"), 1)
-    assert state["step"] == 2
+    assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-2"]
+    state = check_checkpoint(str(out / "checkpoint-2"))
+    assert state["step"] == 2 and state["world_size"] == 1
     # the next run ignores and removes the half-written folder and continues from step 2
-    training.main(tiny_args(corpus, out, max_steps=4, save_interval=2, keep_checkpoints=1, eval_interval=0,
+    train_main(tiny_args(corpus, out, max_steps=4, save_interval=2, keep_checkpoints=1, eval_interval=0,
                             resume="auto"))
-    assert [os.path.basename(p) for p in training.list_checkpoints(out)] == ["checkpoint-4"]
-    assert not [n for n in os.listdir(out) if n.startswith(".tmp")]
+    assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint-4"]
+    assert not [n for n in os.listdir(out) if ".partial-" in n]
 
 
 # ---------------------------------------------------------------- exactness across processes
@@ -282,9 +285,9 @@ def test_sigterm_finishes_step_saves_and_exits_cleanly(tmp_path, corpus):
     p.send_signal(signal.SIGTERM)
     out_text, err = p.communicate(timeout=120)
     assert p.returncode == 0, err[-3000:]
-    ckpts = training.list_checkpoints(out)
+    ckpts = list_checkpoints(out)
     assert len(ckpts) == 1
-    step = training.check_checkpoint(ckpts[0], 1)["step"]
+    step = check_checkpoint(ckpts[0])["step"]
     assert 3 <= step < 100000
     assert "--resume auto" in out_text
     assert not (out / "model").exists()
@@ -326,7 +329,7 @@ def check_world_size_2(proc, out, steps):
     assert [r["step"] for r in train_recs] == list(range(1, steps + 1)), "one set of step records"
     assert {r["world_size"] for r in train_recs} == {2}
     assert [n for n in os.listdir(out) if n == "model" or n.startswith("model")] == ["model"]
-    assert training.check_checkpoint(training.list_checkpoints(out)[-1], 2)["world_size"] == 2
+    assert check_checkpoint(list_checkpoints(out)[-1])["world_size"] == 2
 
 
 def test_readme_accelerate_config_launch_trains_on_two_processes(tmp_path, corpus):
@@ -366,29 +369,29 @@ def test_readme_main_job_launch_is_quiet(tmp_path, corpus):
         assert noise not in p.stdout + p.stderr, noise
 
 
-def test_readme_torchrun_launch_shares_the_data_and_matches_one_process(tmp_path, corpus):
-    from gpt_scratch.data import build_datasets
+def blocks_seen(out, ranks):
+    """[(step, rank, block indices)] that --record_batches wrote, in step order."""
+    seen = []
+    for rank in ranks:
+        with open(out / f"batches-rank{rank}.jsonl") as f:
+            seen += [(r["step"], rank, r["blocks"]) for r in map(json.loads, f)]
+    return sorted(seen)
 
+
+def test_readme_torchrun_launch_shares_the_data_and_matches_one_process(tmp_path, corpus):
     two, one = tmp_path / "two", tmp_path / "one"
     steps = 6
     p = run_readme_launch("torchrun --standalone --nproc_per_node 2",
                           tiny_args(corpus, two, batch_size=2, max_steps=steps, dropout=0.0, record_batches=True,
                                     eval_interval=0, save_interval=0))
     check_world_size_2(p, two, steps)
-    q = run_train(tiny_args(corpus, one, batch_size=4, max_steps=steps, dropout=0.0, eval_interval=0, save_interval=0))
+    q = run_train(tiny_args(corpus, one, batch_size=4, max_steps=steps, dropout=0.0, eval_interval=0, save_interval=0,
+                            record_batches=True))
     assert q.returncode == 0, q.stderr[-3000:]
-
-    seen = []
-    for rank in (0, 1):
-        with open(two / f"batches-rank{rank}.jsonl") as f:
-            per_rank = [h for line in f for h in json.loads(line)]
-        assert len(per_rank) == steps * 2
-        seen += per_rank
-    assert len(set(seen)) == len(seen), "a block was seen twice within the epoch"
-    blocks = build_datasets(corpus, 16, cache_dir=str(two) + "-cache")["train"]
-    all_hashes = {training._block_hash(blocks[i]["input_ids"]) for i in range(len(blocks))}
-    assert set(seen) <= all_hashes and len(all_hashes) > steps * 4
-
+    # the two processes together take exactly the blocks one process of twice the batch takes, step by step
+    by_two = [(step, b) for step, rank, blocks in blocks_seen(two, (0, 1)) for b in blocks]
+    by_one = [(step, b) for step, rank, blocks in blocks_seen(one, (0,)) for b in blocks]
+    assert by_two == by_one and len({b for _, b in by_one}) == steps * 4, "a block was seen twice within the epoch"
     v2 = [r["val_loss"] for r in records(two) if "val_loss" in r][-1]
     v1 = [r["val_loss"] for r in records(one) if "val_loss" in r][-1]
     assert abs(v2 - v1) < 0.05 * v1
@@ -409,28 +412,21 @@ def test_launch_that_starts_fewer_processes_than_asked_is_refused(tmp_path, corp
 
 def test_world_size_mismatch_is_refused():
     with pytest.raises(ConfigError, match="each would train alone"):
-        training.check_launch(1, env={"WORLD_SIZE": "2"}, argv=[])
-    training.check_launch(2, env={"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "x",
-                                  "ACCELERATE_DYNAMO_BACKEND": "NO"}, argv=[])
-    training.check_launch(1, env={"ACCELERATE_DYNAMO_BACKEND": "NO"}, argv=[])  # a plain 1-process launch
+        launch.check_launch(1, env={"WORLD_SIZE": "2"}, argv=[])
+    launch.check_launch(2, env={"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "x", "ACCELERATE_DYNAMO_BACKEND": "NO"},
+                        argv=[])
+    launch.check_launch(1, env={"ACCELERATE_DYNAMO_BACKEND": "NO"}, argv=[])  # a plain 1-process launch
 
 
-def test_cpu_threads_ignore_accelerate_launch_default(monkeypatch):
+def test_cpu_threads_ignore_accelerate_launch_default():
     # accelerate launch exports OMP_NUM_THREADS=1: a 1-process CPU run must still use every core
-    class OneProcess:
-        num_processes = 1
-
     cores = len(os.sched_getaffinity(0))
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
-    assert training.cpu_threads(TrainConfig(), OneProcess()) == cores
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    assert training.cpu_threads(TrainConfig(), OneProcess()) == max(1, cores // 2)
-    assert training.cpu_threads(TrainConfig(cpu_threads=3), OneProcess()) == 3
+    by_accelerate = {"OMP_NUM_THREADS": "1", "ACCELERATE_DYNAMO_BACKEND": "NO"}
+    assert launch.cpu_threads(TrainConfig(), 1, by_accelerate) == cores
+    assert launch.cpu_threads(TrainConfig(), 1, dict(by_accelerate, LOCAL_WORLD_SIZE="2")) == max(1, cores // 2)
+    assert launch.cpu_threads(TrainConfig(cpu_threads=3), 1, by_accelerate) == 3
     # a user's own OMP_NUM_THREADS (no accelerate launch) is kept
-    monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND")
-    assert training.cpu_threads(TrainConfig(), OneProcess()) == torch.get_num_threads()
+    assert launch.cpu_threads(TrainConfig(), 1, {"OMP_NUM_THREADS": "1"}) == torch.get_num_threads()
 
 
 def fake_cpuinfo(tmp_path, flags):
@@ -440,31 +436,35 @@ def fake_cpuinfo(tmp_path, flags):
 
 
 def test_bf16_decided_by_the_cpu_flags_not_a_busy_timing(monkeypatch, tmp_path):
-    # AVX2 only: bf16 refused, auto picks fp32; whatever a timing on a busy machine would say
-    read_flags = training.cpu_bf16_flags
-    avx2 = fake_cpuinfo(tmp_path, "")
-    monkeypatch.setattr(training, "cpu_bf16_flags", lambda: read_flags(avx2))
-    monkeypatch.setattr(training, "measure_matmul_peak", lambda *a, **k: pytest.fail("timed, though flags were there"))
+    from gpt_scratch.train import metrics
+
+    read_flags = launch.cpu_bf16_flags
+    monkeypatch.setattr(metrics, "measure_matmul_peak", lambda *a, **k: pytest.fail("timed, though flags were there"))
+    # AVX2 only: bf16 refused, auto picks fp32, whatever a timing on a busy machine would say
+    monkeypatch.setattr(launch, "cpu_bf16_flags", lambda: read_flags(fake_cpuinfo(tmp_path, "")))
     with pytest.raises(ConfigError, match="no bf16 matrix instructions.*use --mixed_precision no"):
-        training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))
-    training._check_bf16_is_fast(TrainConfig(mixed_precision="no"))  # nothing checked, nothing refused
-    assert training.auto_mixed_precision(use_cpu=True) == "no"
+        launch.resolve_precision("bf16", use_cpu=True)
+    assert launch.resolve_precision("no", use_cpu=True) == "no"
+    assert launch.resolve_precision("auto", use_cpu=True) == "no"
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        launch.resolve_precision("fp16", use_cpu=True)
     # AVX512-BF16 (or AMX): bf16 allowed and picked by auto
-    bf16 = fake_cpuinfo(tmp_path, "avx512f avx512_bf16")
-    monkeypatch.setattr(training, "cpu_bf16_flags", lambda: read_flags(bf16))
-    training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))
-    assert training.auto_mixed_precision(use_cpu=True) == "bf16"
+    monkeypatch.setattr(launch, "cpu_bf16_flags", lambda: read_flags(fake_cpuinfo(tmp_path, "avx512f avx512_bf16")))
+    assert launch.resolve_precision("bf16", use_cpu=True) == "bf16"
+    assert launch.resolve_precision("auto", use_cpu=True) == "bf16"
 
 
 def test_bf16_timed_where_the_cpu_flags_cannot_be_read(monkeypatch):
-    monkeypatch.setattr(training, "cpu_bf16_flags", lambda: None)
+    from gpt_scratch.train import metrics
+
+    monkeypatch.setattr(launch, "cpu_bf16_flags", lambda: None)
     slow = {torch.float32: 100e9, torch.bfloat16: 1e9}  # what an AVX2-only CPU measures
-    monkeypatch.setattr(training, "measure_matmul_peak", lambda device, dtype, **kw: slow[dtype])
+    monkeypatch.setattr(metrics, "measure_matmul_peak", lambda device, dtype, **kw: slow[dtype])
     with pytest.raises(ConfigError, match="use --mixed_precision no"):
-        training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))
+        launch.resolve_precision("bf16", use_cpu=True)
     fast = {torch.float32: 100e9, torch.bfloat16: 300e9}
-    monkeypatch.setattr(training, "measure_matmul_peak", lambda device, dtype, **kw: fast[dtype])
-    training._check_bf16_is_fast(TrainConfig(mixed_precision="bf16"))
+    monkeypatch.setattr(metrics, "measure_matmul_peak", lambda device, dtype, **kw: fast[dtype])
+    assert launch.resolve_precision("bf16", use_cpu=True) == "bf16"
 
 
 @pytest.mark.parametrize("name", ["shakespeare", "bigram", "gpt2-124m", "finetune-shakespeare"])
@@ -475,29 +475,11 @@ def test_shipped_configs_parse(name):
     assert (cfg.init_from == "openai-community/gpt2") == (name == "finetune-shakespeare")
 
 
-def test_only_the_expected_tied_weight_warning_is_silenced():
-    import logging
-
-    training._QuietExpectedWarnings.install({"lm_head.weight": "transformer.wte.weight"})
-    training._QuietExpectedWarnings.install({"lm_head.weight": "transformer.wte.weight"})  # a second run
-    log = logging.getLogger("accelerate.utils.other")
-    quiet = [f for f in log.filters if isinstance(f, training._QuietExpectedWarnings)]
-    assert len(quiet) == 1
-
-    def shown(names):
-        msg = f"Removed shared tensor {names} while saving. This should be OK, but check ..."
-        return quiet[0].filter(logging.LogRecord("accelerate.utils.other", logging.WARNING, __file__, 1, msg, None, None))
-
-    assert not shown({"lm_head.weight"})
-    assert shown({"lm_head.weight", "transformer.h.0.mlp.c_fc.weight"})  # a real surprise still warns
-    assert quiet[0].filter(logging.LogRecord("x", logging.WARNING, __file__, 1, "something else", None, None))
-
-
 def test_train_gives_the_caller_its_thread_count_back(tmp_path, corpus):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        training.main(tiny_args(corpus, tmp_path / "r", max_steps=1, eval_interval=0, cpu_threads=2))
+        train_main(tiny_args(corpus, tmp_path / "r", max_steps=1, eval_interval=0, cpu_threads=2))
         assert torch.get_num_threads() == 1  # in-process callers (and later tests) keep their setting
     finally:
         torch.set_num_threads(before)

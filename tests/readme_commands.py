@@ -29,3 +29,18 @@ def readme_commands(section):
             stdin = " ".join(words[1:]) + "\n"
         out.append((shlex.split(line), stdin))
     return out
+
+
+# What a test appends to a README training command: only step counts and model size shrunk (and offline data).
+TINY = ["--max_steps", "2", "--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--block_size", "16", "--batch_size",
+        "2", "--eval_interval", "0", "--eval_steps", "2", "--save_interval", "0", "--sample_tokens", "0"]
+
+
+def workdir(tmp_path):
+    """A working folder where README commands run as printed: configs/ and scripts/ are the repository's own (linked),
+    and what they write (out/, path/to/...) stays in the test's folder."""
+    repo = os.path.dirname(README)
+    for name in ("configs", "scripts"):
+        if not os.path.exists(tmp_path / name):
+            os.symlink(os.path.join(repo, name), tmp_path / name)
+    return tmp_path

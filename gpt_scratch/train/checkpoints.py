@@ -170,4 +170,6 @@ def save_checkpoint(accelerator, out_dir, train_state, info, keep):
         for old in list_checkpoints(out_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+    if accelerator.is_local_main_process and os.path.exists(tmp):  # a machine that does not share out_dir
+        shutil.rmtree(tmp, ignore_errors=True)
     return final

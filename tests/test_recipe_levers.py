@@ -113,3 +113,23 @@ def test_train_vocab_auto_is_what_the_run_can_use():
 def test_bad_lever_settings_are_named(kw, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kw)
+
+
+def test_weight_average_is_what_is_exported_and_resumes_exactly(tmp_path):
+    import random
+
+    from safetensors.torch import load_file
+
+    from gpt_scratch.train import main as train_main
+    from test_training import tiny_args
+
+    rng = random.Random(0)
+    (tmp_path / "t.txt").write_text(" ".join(rng.choice(["ka", "lo", "mi", "ren", "tor"]) for _ in range(6000)))
+    common = dict(ema_decay=0.9, eval_interval=0, save_interval=4, lr_decay_steps=8, dropout=0.1)
+    train_main(tiny_args(str(tmp_path / "t.txt"), tmp_path / "full", max_steps=8, **common))
+    train_main(tiny_args(str(tmp_path / "t.txt"), tmp_path / "part", max_steps=4, **common))
+    train_main(tiny_args(str(tmp_path / "t.txt"), tmp_path / "part", max_steps=8, resume="auto", **common))
+    a, b = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("full", "part"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the average survived the checkpoint bit for bit
+    last = load_file(tmp_path / "full" / "checkpoint-8" / "model.safetensors")  # the last weights themselves
+    assert not torch.equal(a["transformer.h.0.mlp.c_fc.weight"], last["transformer.h.0.mlp.c_fc.weight"])

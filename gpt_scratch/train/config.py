@@ -66,6 +66,8 @@ class TrainConfig:
     lr_schedule: str = _h("cosine (warm-up, cosine to min_lr) or wsd (warm-up, stable, linear decay over the last "
                           "cooldown_fraction)", "cosine")
     cooldown_fraction: float = _h("wsd: fraction of the steps spent decaying to min_lr", 0.2)
+    ema_decay: float = _h("an exponential moving average of the weights, with this decay (e.g. 0.99), is evaluated and "
+                          "exported instead of the last weights; 0 = off", 0.0)
     train_vocab: str = _h("auto, full or data: with data the loss computes logits only for the ids the training split "
                           "uses, the others' embeddings held at zero (the same full-vocabulary loss, less work; the "
                           "saved model is a full GPT-2); auto = data for a GPT trained from scratch, else full", "auto")
@@ -106,7 +108,7 @@ class TrainConfig:
               "num_proc", "grad_clip", "weight_decay", "min_lr"), lambda v: v >= 0, ">= 0"),
             (("lr_decay_steps",), lambda v: v is None or v > 0, "positive (or empty: max_steps)"),
             (("learning_rate",), lambda v: v > 0, "positive"),
-            (("dropout", "beta1", "beta2"), lambda v: 0 <= v < 1, "in [0, 1)"),
+            (("dropout", "beta1", "beta2", "ema_decay"), lambda v: 0 <= v < 1, "in [0, 1)"),
             (("val_fraction",), lambda v: 0 < v < 1, "in (0, 1)"),
             (("cooldown_fraction",), lambda v: 0 < v <= 1, "in (0, 1]"),
             (("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)"),

@@ -16,7 +16,6 @@ Accelerate recipe (prepare, accumulate, clip, step), with:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
@@ -39,7 +38,7 @@ from .config import TrainConfig, parse_config
 from .data import load_blocks
 from .launch import check_launch, check_model_fits, check_strategy, cpu_threads, describe_machine, resolve_precision
 from .metrics import MetricsLog, Throughput, flops_per_token, matmul_peak, perplexity, plot_losses
-from .optim import lr_at, make_optimizer
+from .optim import WeightAverage, lr_at, make_optimizer
 
 
 class TrainingDiverged(GptScratchError):
@@ -51,13 +50,8 @@ class TrainingDiverged(GptScratchError):
 # ---------------------------------------------------------------- the model
 
 def load_pretrained(source, block_size, dropout):
-    """A GPTForCausalLM from a gpt_scratch folder, a transformers GPT-2 folder or a Hub id, for fine-tuning.
-
-    Local folders go through the checked door every reader uses (model_folder.load_model);
-    the context is cropped to `block_size` (the first positions kept) and dropout is the run's.
-    """
-    from transformers import AutoConfig
-
+    """The GPT to fine-tune from a gpt_scratch folder, a transformers GPT-2 folder or a Hub id, through the checked
+    door every reader uses (model_folder.load_model); its context cropped to `block_size`, dropout the run's."""
     from ..folder.convert import from_hf_gpt2
     from ..folder.model_folder import load_model
     from ..modeling_gpt import GPTForCausalLM
@@ -67,19 +61,17 @@ def load_pretrained(source, block_size, dropout):
     if not os.path.isdir(source) and (os.path.exists(source) or source.startswith((".", "/")) or source.count("/") > 1):
         raise ConfigError(f"init_from {source!r} is not a folder; {hint}")
     try:
-        if os.path.isdir(source):
-            model = load_model(source)
-        else:  # a Hub id: downloaded into a local folder by huggingface_hub, then the same checks
+        if not os.path.isdir(source):  # a Hub id: fetched into huggingface_hub's cache, then the same checks
             from huggingface_hub import snapshot_download
 
-            model = load_model(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.py"]))
+            source = snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.py"])
+        model = load_model(source)
     except ModelFolderError as e:
         raise ConfigError(f"init_from {source!r}: {e}") from None
     except Exception as e:  # no network, no such repo
         raise ConfigError(f"init_from {source!r}: cannot fetch it ({str(e).splitlines()[0]}); {hint}") from None
-    if model.config.model_type == "gpt2":
-        model = from_hf_gpt2(model)
-    elif not isinstance(model, GPTForCausalLM):
+    model = from_hf_gpt2(model) if model.config.model_type == "gpt2" else model
+    if not isinstance(model, GPTForCausalLM):
         raise ConfigError(f"init_from {source!r} is a {model.config.model_type!r} model; only GPT-2 and gpt_scratch "
                           "GPTs can be fine-tuned here")
     if block_size > model.config.block_size:
@@ -87,18 +79,17 @@ def load_pretrained(source, block_size, dropout):
                           f"({model.config.block_size} positions); use --block_size {model.config.block_size} or less")
     config = copy.deepcopy(model.config)
     config.block_size, config.dropout = block_size, dropout
-    new = GPTForCausalLM(config)
-    sd = model.state_dict()
+    new, sd = GPTForCausalLM(config), model.state_dict()
     sd["transformer.wpe.weight"] = sd["transformer.wpe.weight"][:block_size]
     new.load_state_dict(sd)
     return new.float().train()
 
 
 def build_model(cfg):
-    if cfg.init_from:
-        return load_pretrained(cfg.init_from, cfg.block_size, cfg.dropout)
     from transformers import AutoModelForCausalLM
 
+    if cfg.init_from:
+        return load_pretrained(cfg.init_from, cfg.block_size, cfg.dropout)
     return AutoModelForCausalLM.from_config(cfg.model_config())
 
 
@@ -138,9 +129,8 @@ class StopFlag:
     """Set by SIGTERM/SIGINT; the loop finishes its step, checkpoints and exits."""
 
     def __init__(self):
-        self.requested, self._old = False, {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handle)
+        self.requested = False
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def _handle(self, signum, frame):
         if self.requested:  # a second signal: stop now
@@ -171,6 +161,7 @@ class Run:
     facts: dict  # what the model card says about the run: data, machine, strategy, precision
     train_kw: dict  # training steps only: the restricted vocabulary
     shared_out_dir: bool = True
+    ema: WeightAverage = None  # the weights evaluated and exported, when ema_decay is set
 
     @property
     def world(self):
@@ -300,15 +291,16 @@ def setup(cfg: TrainConfig) -> Run:
                           "more text")
     optimizer = make_optimizer(model, cfg, accelerator.device.type)
     prepared, optimizer = accelerator.prepare(model, optimizer)
-    state = TrainState()
-    accelerator.register_for_checkpointing(state)
+    state, ema = TrainState(), WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    for obj in (state, ema) if ema else (state,):
+        accelerator.register_for_checkpointing(obj)
     if path:
         resume(cfg, accelerator, state, path, saved)
     return _finish_setup(cfg, accelerator, model, prepared, optimizer, train, val, state, train_kw,
-                         dict(facts, strategy=strategy, shared=shared))
+                         dict(facts, strategy=strategy, shared=shared), ema)
 
 
-def _finish_setup(cfg, accelerator, model, prepared, optimizer, train, val, state, train_kw, facts):
+def _finish_setup(cfg, accelerator, model, prepared, optimizer, train, val, state, train_kw, facts, ema):
     metrics = MetricsLog(cfg.out_dir, enabled=accelerator.is_main_process)
     metrics.keep_until(state.step)
     if accelerator.is_main_process:
@@ -331,7 +323,7 @@ def _finish_setup(cfg, accelerator, model, prepared, optimizer, train, val, stat
                forward=torch.compile(prepared) if cfg.compile else prepared, optimizer=optimizer, train=train, val=val,
                state=state, metrics=metrics, throughput=Throughput(flops_per_token(model, cfg.block_size, vocab), peak,
                                                                     world),
-               facts=facts, train_kw=train_kw, shared_out_dir=facts.pop("shared"))
+               facts=facts, train_kw=train_kw, shared_out_dir=facts.pop("shared"), ema=ema)
 
 
 # ---------------------------------------------------------------- the run
@@ -364,6 +356,8 @@ def fit(run: Run) -> bool:
                     _stop_if_not_finite(run, loss, grad_norm, micro)
                     run.optimizer.step()
                     run.optimizer.zero_grad(set_to_none=True)
+                    if run.ema is not None and acc.sync_gradients:
+                        run.ema.update(run.raw_model)
                 losses.append(loss.detach())
             state.step += 1
             state.tokens_seen += cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps * run.world
@@ -415,6 +409,8 @@ def evaluate(run, max_batches):
     """Validation loss (nats per target token), bits per byte and perplexity over the first `max_batches` batches
     (0 = all), the batches shared out among the processes; special-token targets count in neither sum."""
     acc, cfg = run.accelerator, run.cfg
+    if run.ema is not None:
+        run.ema.swap(run.raw_model)  # the averaged weights are the ones measured (and exported)
     run.forward.eval()
     byte_len = token_byte_lengths().to(acc.device)
     n_batches = math.ceil(len(run.val) / cfg.batch_size)
@@ -428,6 +424,8 @@ def evaluate(run, max_batches):
         totals += torch.stack([loss * targets, targets.double(), n_bytes.double()])
     totals = acc.reduce(totals, reduction="sum")
     run.forward.train()
+    if run.ema is not None:
+        run.ema.swap(run.raw_model)
     nats = (totals[0] / totals[1]).item()
     return {"val_loss": nats, "val_bpb": (totals[0] / (math.log(2) * totals[2])).item(), "val_perplexity": perplexity(nats)}
 
@@ -438,6 +436,8 @@ def finish(run: Run, figures):
 
     acc, cfg = run.accelerator, run.cfg
     model_dir = os.path.join(cfg.out_dir, "model")
+    if run.ema is not None:
+        run.ema.swap(run.raw_model)  # the model exported is the average
     state_dict = acc.get_state_dict(run.model)  # under FSDP this gathers the shards into one full state dict
     if acc.is_main_process:
         summary = dict(run.facts, steps=run.state.step, tokens=run.state.tokens_seen, **figures)

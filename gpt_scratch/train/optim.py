@@ -88,3 +88,40 @@ class MuonWithAdamW(torch.optim.Optimizer):
     def load_state_dict(self, state_dict):
         for name, part in self.parts.items():
             part.load_state_dict(state_dict[name])
+
+
+class WeightAverage:
+    """An exponential moving average of the weights (`ema_decay`): evaluated and exported in their place.
+
+    Averaging the last stretch of training smooths the noise of the final steps, which is
+    where a run that overfits a small corpus is bound. The decay ramps up as
+    min(decay, (1 + t) / (10 + t)) so the first steps do not pin the average to the
+    initial weights. Kept in fp32; saved and restored with the checkpoint.
+    """
+
+    def __init__(self, model, decay):
+        self.decay, self.updates = decay, 0
+        self.params = [p.detach().float().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self, model):
+        self.updates += 1
+        keep = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for avg, p in zip(self.params, model.parameters()):
+            avg.lerp_(p.detach().float(), 1 - keep)
+
+    @torch.no_grad()
+    def swap(self, model):
+        """Exchange the model's weights with the average (call again to swap back)."""
+        for p, avg in zip(model.parameters(), self.params):
+            held = p.detach().float().clone()
+            p.copy_(avg)
+            avg.copy_(held)
+
+    def state_dict(self):
+        return {"updates": self.updates, "params": self.params}
+
+    def load_state_dict(self, state):
+        self.updates = state["updates"]
+        for avg, saved in zip(self.params, state["params"]):
+            avg.copy_(saved)

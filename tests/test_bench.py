@@ -82,9 +82,10 @@ def test_quality_quick(tmp_path, shakespeare_path):
 
 def test_time_to_quality_quick(tmp_path, shakespeare_path):
     r = run_quick("time_to_quality", tmp_path, "--data", shakespeare_path)
-    assert set(r["rows"]) == {"main-job-before", "main-job"}
+    assert set(r["rows"]) == {"main-job-today", "main-job"}
     for row in r["rows"].values():
         run = row["runs"][0]
         assert run["steps"] >= 4 and run["tokens"] > 0
         assert run["val_loss"] < 10.9  # below uniform over 50,257 ids (10.825) plus noise: it trained
+        assert 0 < run["val_bpb"] < run["val_loss"]  # nats per token over ln 2 x ~3 bytes per token
         assert run["wall_s"] < 3 * r["budget_s"]  # sized to the budget (loose: the machine is shared)

@@ -496,3 +496,38 @@ def test_kill_minus_9_mid_save_publishes_nothing(good, tmp_path):
         proc.communicate()
     assert digest(folder) == before
     mf.check_model_folder(folder)
+
+
+# ---------------------------------------------------------------- every door gives the same verdict
+
+SAME_VERDICT = {  # a damaged folder and what every reader must say about it
+    "weights miss a tensor": "transformer.h.0.ln_1.weight",
+    "weights have an extra tensor": "does not have: extra",
+    "weights of another shape": "shapes that do not match config.json",
+    "weights truncated": "not a complete safetensors file",
+    "weights with nan": "holds non-finite values",
+}
+
+
+@pytest.mark.parametrize("case", list(SAME_VERDICT))
+def test_every_reader_refuses_a_damaged_folder_the_same_way(case, broken, tmp_path, capsys, monkeypatch):
+    """generate.py, push_to_hub.py, convert_gpt2.py, --init_from and from_pretrained of gpt_scratch's classes."""
+    from gpt_scratch.folder.hub import main as push_main
+    from gpt_scratch.train import main as train_main
+
+    folder, verdict = str(broken[case]), SAME_VERDICT[case]
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: a push that got that far would say so
+    corpus = tmp_path / "t.txt"
+    corpus.write_text("To be, or not to be, that is the question. " * 200)
+    doors = {
+        "generate.py": (generate_main, ["--model", folder, "--prompt", "Hi", "--max-new-tokens", "2"]),
+        "push_to_hub.py": (push_main, ["--model", folder, "--repo-id", "alice/x", "--token", "hf_FAKEtoken1234567890"]),
+        "convert_gpt2.py": (convert_main, ["--to-hf", folder, "--out", str(tmp_path / "out")]),
+        "train.py": (train_main, ["--init_from", folder, "--data", str(corpus), "--out_dir", str(tmp_path / "run"),
+                                  "--block_size", "16", "--max_steps", "1"]),
+    }
+    for name, (main, argv) in doors.items():
+        code, err = run_cli(main, argv, capsys)
+        assert code == 2 and err.startswith(f"{name}: error: ") and verdict in err, (name, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -268,10 +268,10 @@ def setup(cfg: TrainConfig) -> Run:
     accelerator, cfg = make_accelerator(cfg)
     strategy = check_strategy(accelerator)
     shared = out_dir_is_shared(accelerator, cfg.out_dir)
+    check_model_fits(cfg, accelerator.device.type)
+    model = build_model(cfg)  # before the data: a pretrained source that cannot be right stops the run first
     with accelerator.local_main_process_first():  # each machine prepares its data once, in its own cache
         train, val, facts = load_blocks(cfg)
-    check_model_fits(cfg, accelerator.device.type)
-    model = build_model(cfg)
     if cfg.init_from:  # the shape is the pretrained model's: record it as this run's settings
         c = model.config
         cfg = dataclasses.replace(cfg, n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, bias=c.bias)

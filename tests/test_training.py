@@ -483,3 +483,14 @@ def test_train_gives_the_caller_its_thread_count_back(tmp_path, corpus):
         assert torch.get_num_threads() == 1  # in-process callers (and later tests) keep their setting
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(batch_size="16"), "batch_size must be int, got '16'"), (dict(max_steps=2.5), "max_steps must be int"),
+    (dict(dropout=None), "dropout cannot be empty"), (dict(seed=True), "seed must be int, got True"),
+    (dict(out_dir=5), "out_dir must be str"), (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\)"),
+])
+def test_python_api_refuses_what_the_command_line_refuses(bad, message):
+    """TrainConfig(...) from Python checks types as a YAML file's values are checked (no raw TypeError mid-run)."""
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**bad)

@@ -92,8 +92,9 @@ class TrainConfig:
                               "out_dir/batches-rankN.jsonl", False)
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
+        for f in dataclasses.fields(self):  # the type of every value, as a YAML file's values are checked
+            v = convert_setting(f.name, getattr(self, f.name), from_text=False)
+            setattr(self, f.name, v)
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"{f.name} must be a finite number, got {v}")
         for name, allowed in (("model", ("gpt", "bigram")), ("mixed_precision", ("no", "bf16", "fp16", "auto")),

@@ -265,13 +265,17 @@ def test_yaml_syntax_error_and_out_dir_that_is_a_file(tmp_path, corpus, capsys):
     (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
     (dict(seed=-5), "seed must be in [0, 2**32)"),
     (dict(dataset_split="test"), "Drop --dataset_split"),
-    (dict(n_layer=10**12), "Lower n_layer or n_embd"),  # used to allocate until the kernel killed it
-    (dict(cache_dir="A_FILE"), "is a file, not a folder"),
+    (dict(n_layer=10**12), "Lower n_layer, n_embd or block_size"),  # used to allocate until the kernel killed it
+    (dict(cache_dir="A_FILE"), "as the data cache (File exists: a file is in the way"),
+    (dict(cpu_threads=100000), "cpu_threads 100000 is far more than the"),  # would start 100,000 threads
+    (dict(data=None, dataset="BAD_JSON"), "JSON parse error"),  # the reason, not "an error occurred while generating"
     (dict(data=None, dataset="CORPUS", dataset_split="test"), "local files give one split"),
 ])
 def test_bad_training_inputs_are_errors_that_name_the_fix(tmp_path, corpus, capsys, over, message):  # noqa: F811
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    over = {k: (str(a_file) if v == "A_FILE" else corpus if v == "CORPUS" else v) for k, v in over.items()}
+    (tmp_path / "bad.json").write_text("{cut off")
+    named = {"A_FILE": str(a_file), "CORPUS": corpus, "BAD_JSON": str(tmp_path / "bad.json")}
+    over = {k: named.get(v, v) if isinstance(v, str) else v for k, v in over.items()}
     code, _, err = run_main(tiny_args(corpus, tmp_path / "o", **over), capsys)
     assert code == 2 and message in err and "Traceback" not in err, err[-2000:]

@@ -186,6 +186,8 @@ def load_source(cfg):
     except DataError:
         raise
     except Exception as e:  # datasets' errors for a source it cannot read: named with the fix
+        while e.__cause__ is not None:  # "An error occurred while generating the dataset": the reason is inside
+            e = e.__cause__
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"cannot load dataset {name!r}{f' ({cfg.dataset_config})' if cfg.dataset_config else ''}, split "
                         f"{cfg.dataset_split!r}: {first}. Check the name and format (offline, only local files and "
@@ -297,8 +299,11 @@ class TokenBlocks(torch.utils.data.Dataset):
 
 def load_blocks(cfg):
     """(train blocks, validation blocks, facts about the data) for a TrainConfig."""
-    if cfg.cache_dir is not None and os.path.exists(cfg.cache_dir) and not os.path.isdir(cfg.cache_dir):
-        raise DataError(f"cache_dir {cfg.cache_dir} is a file, not a folder; pass another --cache_dir")
+    try:
+        os.makedirs(cfg.cache_dir or user_cache_dir(), exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot use {cfg.cache_dir or user_cache_dir()} as the data cache ({e.strerror or e}: a file "
+                        "is in the way, or no permission); pass another --cache_dir") from None
     path, n, facts = token_file(cfg)
     n_val = int(n * cfg.val_fraction)
     splits = {}

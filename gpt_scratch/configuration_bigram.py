@@ -10,6 +10,9 @@ the sibling modules it imports (input_checks.py, errors.py).
 
 from transformers import PretrainedConfig
 
+# What invalid values raise (through input_checks.py). Imported here as well because transformers
+# before 5.10 copies only the files a config or model file imports itself next to the remote code.
+from .errors import ConfigError  # noqa: F401
 from .input_checks import (
     check_no_misspelt_fields,
     check_positive_int,

@@ -10,6 +10,7 @@ the sibling modules it imports (input_checks.py, errors.py).
 
 from transformers import PretrainedConfig
 
+from .errors import ConfigError
 from .input_checks import (
     check_bool,
     check_no_misspelt_fields,
@@ -53,7 +54,7 @@ class GPTConfig(PretrainedConfig):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             check_positive_int(name, getattr(self, name))
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"choose n_head among the divisors of n_embd"
             )

@@ -14,7 +14,7 @@ opt-in speed-ups live in sibling modules: lm_head_loss.py (the training loss
 without the logits, `skip_logits=True`) and kv_cache.py (a KV cache for CPU
 decoding that generate() picks there). input_checks.py refuses bad inputs by name;
 transformers_compat.py holds the one name that differs between the transformers
-releases this file runs on (5.10-5.25: the KV cache is `past_key_values` before 5.24).
+releases this file runs on (5.4-5.25: the KV cache is `past_key_values` before 5.24).
 
 This file is copied next to saved weights for `trust_remote_code` loading, with
 the sibling modules it imports (relatively).

@@ -1,4 +1,4 @@
-"""What differs between the transformers releases the model files run on: one name.
+"""What differs between the transformers releases the model files run on (5.4 to 5.25): one name.
 
 transformers 5.24 renamed the KV cache from `past_key_values` to `cache`: in
 forward() arguments, in model outputs, in `create_causal_mask` and in what
@@ -42,8 +42,11 @@ def accepts_cache_under_either_name(forward):
 
 
 def causal_mask(config, inputs_embeds, attention_mask, cache, position_ids):
-    """transformers' causal + padding mask for the configured attention backend (the cache is its 4th parameter)."""
-    return create_causal_mask(config, inputs_embeds, attention_mask, cache, position_ids=position_ids)
+    """transformers' causal + padding mask for the configured attention backend.
+
+    The cache goes by keyword: it is keyword-only before 5.9, and named `cache` from 5.24.
+    """
+    return create_causal_mask(config, inputs_embeds, attention_mask, position_ids=position_ids, **{CACHE: cache})
 
 
 def output_with_cache(output_class, cache, **fields):

@@ -27,9 +27,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The oldest transformers the model folder's code supports (README "Serve"). The environment
 # sees the main one's packages (torch, accelerate, ...) and overrides transformers and what
-# transformers 5.10 needs: huggingface_hub 1.x, and a `kernels` its hub_kernels module can
-# import (the main environment's 0.19, which transformers 5.25 requires, makes 5.10 fail at import).
-TRANSFORMERS_FLOOR = "5.10.4"
+# transformers 5.4 needs: huggingface_hub 1.x, and the `kernels` it was released with (the main
+# environment's 0.19, which transformers 5.25 requires, makes 5.4-5.10 fail at import).
+TRANSFORMERS_FLOOR = "5.4.0"
 ENVS = {
     "transformers-floor": dict(
         requirements=[f"transformers=={TRANSFORMERS_FLOOR}", "huggingface_hub<2", "kernels>=0.12,<0.13"],

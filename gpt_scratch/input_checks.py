@@ -4,13 +4,14 @@ Both model families (GPT and bigram) call the same checks, so they refuse the sa
 inputs with the same messages: a wrong value raises a ValueError (ConfigError for a
 config field) naming what was given, what is wrong and the fix.
 
-Copied next to saved weights with the model and config files (it imports torch and
-its sibling errors.py), so a folder loaded with `trust_remote_code` checks the same way.
+Copied next to saved weights with the model and config files (it imports torch,
+transformers and its sibling errors.py), so a folder loaded with `trust_remote_code` checks the same way.
 """
 
 import difflib
 
 import torch
+from transformers.cache_utils import Cache
 
 from .errors import ConfigError
 
@@ -81,12 +82,19 @@ def check_no_misspelt_fields(config, extra_kwargs):
 # ---------------------------------------------------------------- forward() inputs
 
 
-def check_model_inputs(config, input_ids, inputs_embeds, attention_mask, past):
-    """The inputs of a forward() call, against the config and each other; returns the number of new tokens.
+def check_model_inputs(config, input_ids, inputs_embeds, attention_mask, cache):
+    """The inputs of a forward() call, against the config and each other.
 
-    `past` is the number of positions already in the KV cache (a tensor for a StaticCache).
-    Under torch.compile only what needs no data (the ids' shape) is checked.
+    Returns (past, T): the positions already in the KV cache (0 without one; a tensor for
+    a StaticCache while compiling) and the number of new tokens. Under torch.compile only
+    what needs no data (shapes, the cache's type) is checked.
     """
+    if cache is not None and not isinstance(cache, Cache):
+        raise TypeError(
+            f"cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}; "
+            "tuple caches are no longer supported"
+        )
+    past = cache.get_seq_length() if cache is not None else 0
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids or inputs_embeds")
     if input_ids is not None:
@@ -103,7 +111,7 @@ def check_model_inputs(config, input_ids, inputs_embeds, attention_mask, past):
             f"(to start from nothing, start from <|endoftext|>)"
         )
     if torch.compiler.is_compiling():
-        return T
+        return past, T
     past = int(past)  # a StaticCache counts in a tensor
     S = past + T
     if S > config.block_size:  # generate() checked already
@@ -117,7 +125,7 @@ def check_model_inputs(config, input_ids, inputs_embeds, attention_mask, past):
             f"attention_mask must have shape (batch, past + new tokens) = ({B}, {past} + {T}), "
             f"got {tuple(attention_mask.shape)}; give one entry per token of the whole sequence, cached ones included"
         )
-    return T
+    return past, T
 
 
 def check_labels(labels, ids_shape, vocab_size):

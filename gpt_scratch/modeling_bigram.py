@@ -12,7 +12,7 @@ the sibling modules it imports (relatively).
 import torch.nn as nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_bigram import BigramConfig
@@ -93,14 +93,8 @@ class BigramForCausalLM(PreTrainedModel, GenerationMixin):
             use_cache = self.config.use_cache and not self.training
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
-        if cache is not None and not isinstance(cache, Cache):
-            raise TypeError(
-                f"cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}; "
-                "tuple caches are no longer supported"
-            )
-        past = cache.get_seq_length() if cache is not None else 0
-        # shapes, ids in the vocabulary, past + new within block_size: the GPT's checks (input_checks.py)
-        T = check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, past)
+        # shapes, ids in the vocabulary, the cache, past + new within block_size: the GPT's checks (input_checks.py)
+        _, T = check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, cache)
         x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         B = x.shape[0]
         if labels is not None:

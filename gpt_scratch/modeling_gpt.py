@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -186,14 +186,8 @@ class GPTModel(GPTPreTrainedModel):
                 use_cache=None, **kwargs):
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
-        if cache is not None and not isinstance(cache, Cache):
-            raise TypeError(
-                f"cache must be a transformers Cache (e.g. DynamicCache), got {type(cache).__name__}; "
-                "tuple caches are no longer supported"
-            )
-        past = cache.get_seq_length() if cache is not None else 0
-        # shapes, ids in the vocabulary, past + new within block_size (input_checks.py)
-        T = check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, past)
+        # shapes, ids in the vocabulary, the cache, past + new within block_size (input_checks.py)
+        past, T = check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, cache)
         if input_ids is not None:
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
         if position_ids is None:

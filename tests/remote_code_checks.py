@@ -1,11 +1,10 @@
 """What a user of any supported transformers does with a saved folder, by its remote code alone.
 
-Run as `python -I remote_code_checks.py FOLDER...` in an environment where gpt_scratch
-cannot be imported (the first lines make sure of that). Prints one JSON object per folder
+Run by tests/test_consumers_transformers.py in an environment where gpt_scratch cannot be
+imported (conftest.WITHOUT_GPT_SCRATCH makes sure of that). Prints one JSON object per folder
 (a list): the greedy tokens of each way of generating, the pipeline's text, and how far
-gradient checkpointing and the attention backends move gradients and logits. The test that runs
-it (tests/test_consumers_transformers.py) compares them within the run and across
-transformers releases.
+gradient checkpointing and the attention backends move gradients and logits; the test
+compares them within the run and across transformers releases.
 """
 
 import json
@@ -85,12 +84,5 @@ def main(folder):
     return out
 
 
-if __name__ == "__main__":
-    sys.modules["gpt_scratch"] = None  # the editable install must not be reachable
-    try:
-        import gpt_scratch  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("gpt_scratch is importable: the check would prove nothing")
+if __name__ == "__main__":  # tests run it behind conftest.WITHOUT_GPT_SCRATCH (test_consumers_transformers.py)
     print(json.dumps([main(folder) for folder in sys.argv[1:]]))

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 from conftest import WITHOUT_GPT_SCRATCH
+from wide_weights import argmax_loop
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -35,13 +36,6 @@ def wide_model(seed=0, **kw):
         for p in model.parameters():
             p.normal_(0.0, 0.5)
     return model.eval()
-
-
-def argmax_loop(model, ids, n):
-    for _ in range(n):
-        nxt = model(ids, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
-        ids = torch.cat([ids, nxt], dim=1)
-    return ids
 
 
 # ---------------------------------------------------------------- config

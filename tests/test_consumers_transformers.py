@@ -16,12 +16,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from conftest import WITHOUT_GPT_SCRATCH
 from extra_envs import TRANSFORMERS_FLOOR, clean_env, python_of
 from gpt_scratch import GPTConfig, GPTForCausalLM, save_model_folder
 from remote_code_checks import NEW_TOKENS, PROMPTS
 from wide_weights import widen
 
-CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "remote_code_checks.py")
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,13 @@ def wide_model_dir(tmp_path_factory):
 
 
 def run_checks(python, folders, tmp_path, name):
+    """remote_code_checks.main on each folder, in `python`'s environment with gpt_scratch made unimportable."""
+    runner = tmp_path / "run_checks.py"
+    runner.write_text(WITHOUT_GPT_SCRATCH + f"sys.path.insert(0, {TESTS!r})\nimport remote_code_checks\n"
+                      "print(json.dumps([remote_code_checks.main(f) for f in sys.argv[1:]]))\n")
     env = clean_env(HF_HOME=str(tmp_path / f"hf_home_{name}"))
-    done = subprocess.run([python, "-I", CHECKS, *folders], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([python, "-I", str(runner), *folders], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, f"{name}: {done.stderr[-4000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 from conftest import WITHOUT_GPT_SCRATCH
-from wide_weights import widen
+from wide_weights import argmax_loop, widen
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -48,13 +48,6 @@ def hf_gpt2(seed=0):
         for p in model.parameters():
             p.normal_(0.0, 0.2)  # biases and LayerNorms too, so the mapping of every tensor is checked
     return model.eval()
-
-
-def argmax_loop(model, ids, n):
-    for _ in range(n):
-        nxt = model(ids, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
-        ids = torch.cat([ids, nxt], dim=1)
-    return ids
 
 
 # ---------------------------------------------------------------- config

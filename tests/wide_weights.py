@@ -14,3 +14,11 @@ def widen(model):
             if p.ndim == 2:
                 p.normal_(0.0, 0.5)
     return model.eval()
+
+
+def argmax_loop(model, ids, n):
+    """Greedy decoding at its plainest: the whole sequence through the model for every new token, no cache."""
+    for _ in range(n):
+        nxt = model(ids, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+    return ids

@@ -19,7 +19,7 @@ def run_quick(script, tmp_path, *extra):
     env["GPT_SCRATCH_CACHE"] = str(tmp_path / "cache")
     proc = subprocess.run(
         [sys.executable, os.path.join(BENCH, f"{script}.py"), "--quick", "--threads", "1", "--out", str(out), *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "GLIBC_TUNABLES" in proc.stdout  # re-executed with (or already had) the malloc settings

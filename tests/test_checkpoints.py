@@ -26,7 +26,7 @@ class FakeFSDPAccelerator:
     """Writes what Accelerate's save_state writes for 2 FSDP processes with SHARDED_STATE_DICT."""
 
     num_processes = 2
-    is_main_process = True
+    is_main_process = is_local_main_process = True
 
     def wait_for_everyone(self):
         pass

@@ -13,7 +13,7 @@ import pytest
 
 from gpt_scratch.train.checkpoints import check_checkpoint, list_checkpoints
 from readme_commands import README, readme_commands
-from test_training import REPO, child_env, corpus, records, run_group, tiny_args  # noqa: F401  (fixtures)
+from test_training import REPO, child_env, corpus, kill_launch, records, run_group, tiny_args  # noqa: F401  (fixtures)
 
 SMALL = dict(n_layer=1, batch_size=2, eval_interval=0, dropout=0.0)
 
@@ -47,11 +47,8 @@ def two_machines(line, args_for_rank, timeout=600):
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             for q in procs:
-                try:
-                    os.killpg(q.pid, 9)
-                except ProcessLookupError:
-                    pass
-            raise AssertionError("a machine hung:\n" + "\n".join(q.communicate()[1][-3000:] for q in procs)) from None
+                kill_launch(q, args_for_rank(0) + args_for_rank(1))
+            raise AssertionError("a machine hung:\n" + "\n".join(q.communicate(timeout=60)[1][-3000:] for q in procs)) from None
         results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
     return results
 

@@ -1,5 +1,6 @@
 """Training: settings, data errors, loss going down, exact resume, safe checkpoints, 2 CPU processes."""
 
+import contextlib
 import json
 import os
 import random
@@ -305,15 +306,29 @@ def readme_command(prefix):
     return shlex.split(lines[0])
 
 
+def kill_launch(p, cmd):
+    """Kill a launcher's process group and its workers, which torchelastic starts in sessions of their own (found by
+    the launch's --out_dir on their command line)."""
+    import psutil
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, signal.SIGKILL)
+    out_dirs = {cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "--out_dir"}
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid != os.getpid() and out_dirs & set(proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
 def run_group(cmd, timeout=600):
-    """Run a launcher in its own process group; on a timeout kill the whole group (its workers too)."""
+    """Run a launcher in its own process group; on a timeout kill it and its workers."""
     p = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, err = p.communicate()
+        kill_launch(p, cmd)
+        out, err = p.communicate(timeout=60)
         raise AssertionError(f"{' '.join(cmd[:6])} ... hung for {timeout} s:\n{out[-2000:]}\n{err[-3000:]}") from None
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 

@@ -446,8 +446,12 @@ def finish(run: Run, figures):
         if cfg.sample_tokens and acc.distributed_type != DistributedType.FSDP:  # a shard cannot generate alone
             acc.print("sample:\n" + sample(run.raw_model, cfg.sample_tokens, acc.device))
         acc.print(f"model saved to {model_dir}" + ("" if run.shared_out_dir else " (on the first machine)"))
+    # Release the DDP wrapper (its gloo group) while every process is still here, then the group itself: a process
+    # that tore its group down after another had exited was seen to hang in the group's destructor.
+    run.model = run.forward = run.optimizer = None
     acc.wait_for_everyone()
-    acc.end_training()  # last: it also tears down the process group
+    acc.free_memory()
+    acc.end_training()
     return model_dir
 
 

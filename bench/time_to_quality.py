@@ -58,46 +58,47 @@ def shipped(name):
                                                      "keep_checkpoints", "resume")}
 
 
+# A run is `scripts/train.py`'s own main() in a process of its own (the wall time is launch to exported model); for
+# transformers' GPT-2 the loop's model builder is swapped for GPT2LMHeadModel of the same shape first.
+CHILD = """
+import sys, torch
+from gpt_scratch.train import loop
+if sys.argv[1] == "transformers":
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    def build_hf(c):
+        torch.manual_seed(c.seed)
+        config = GPT2Config(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, n_positions=c.block_size,
+                            resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout)
+        config.block_size = c.block_size  # what the exported folder's tokenizer length is read from
+        return GPT2LMHeadModel(config)
+
+    loop.build_model = build_hf
+loop.main(sys.argv[2:])
+"""
+
+
 def run_train(settings, data, out_dir, seed, max_steps, warmup=None, hf_model=False):
     """One run of the training loop; its final val loss and bits per byte, steps, tokens, wall and step seconds."""
-    import torch
-
-    from gpt_scratch.train import TrainConfig
-    from gpt_scratch.train import loop as training
+    import subprocess
 
     s = {k: v for k, v in settings.items() if k != "max_steps"}
+    s.update(data=data, out_dir=out_dir, seed=seed, max_steps=max_steps, eval_interval=0, log_interval=max(1, min(
+        10, max_steps // 3)), save_interval=0, keep_checkpoints=1, sample_tokens=0, eval_steps=s.get("eval_steps", 0))
     if warmup is not None:
         s["warmup_steps"] = warmup
-    cfg = TrainConfig(data=data, out_dir=out_dir, seed=seed, max_steps=max_steps, eval_interval=0,
-                      eval_steps=s.pop("eval_steps", 0),
-                      log_interval=max(1, min(10, max_steps // 3)), save_interval=0, keep_checkpoints=1,
-                      sample_tokens=0, **s)
-    build = training.build_model
-    if hf_model:  # transformers' GPT-2 of the same shape, trained by the same loop
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        def build_hf(c):
-            torch.manual_seed(c.seed)
-            config = GPT2Config(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, n_positions=c.block_size,
-                                resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout)
-            config.block_size = c.block_size  # what the exported folder's tokenizer length is read from
-            return GPT2LMHeadModel(config)
-
-        training.build_model = build_hf
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)  # each run picks its own mixed precision
+    argv = [a for k, v in s.items() for a in (f"--{k}", "" if v is None else str(v))]
     t0 = time.perf_counter()
-    try:
-        training.train(cfg)
-    finally:
-        training.build_model = build
+    p = subprocess.run([sys.executable, "-c", CHILD, "transformers" if hf_model else "gpt_scratch"] + argv,
+                       capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    if p.returncode:
+        raise SystemExit(f"training failed:\n{p.stderr[-3000:]}")
     records = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl")) if line.strip()]
     val = [r for r in records if "val_loss" in r][-1]
     train_recs = [r for r in records if "tokens_per_sec" in r]
     last = train_recs[-1]
-    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
+    tokens_per_step = s["batch_size"] * s["block_size"] * s.get("gradient_accumulation_steps", 1)
     # the fastest logged interval: a moment when something else ran on the machine is not the recipe's speed
     fastest = max(r["tokens_per_sec"] for r in train_recs[-3:])
     return {"val_loss": val["val_loss"], "val_bpb": val["val_bpb"], "steps": last["step"], "tokens": last["tokens"],

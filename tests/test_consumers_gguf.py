@@ -4,7 +4,8 @@ llama.cpp's own converter (convert_hf_to_gguf.py and what it imports, from the
 llama-cpp-python sdist on PyPI, cached by extra_envs.py, never committed) runs on the
 `convert_gpt2.py --to-hf` export; the GGUF is then read back with the gguf reader that
 comes with it: llama.cpp's metadata for a GPT-2 of this shape and tokenizer, and every
-tensor equal to the gpt_scratch model's own weights.
+tensor equal to the gpt_scratch model's own weights. An opt-in test (GPT_SCRATCH_LLAMA_CPP=1)
+runs the GGUF in llama.cpp itself and compares its greedy tokens with transformers'.
 """
 
 import json
@@ -16,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from extra_envs import CONVERTER_PARTS, llama_cpp_converter
+from extra_envs import CONVERTER_PARTS, clean_env, llama_cpp_converter, python_of
 from readme_commands import readme_commands, workdir
 
 
@@ -51,12 +52,14 @@ def gpt_scratch_name(gguf_name):
     return f"transformer.h.{i}.{module}.{param}"
 
 
-def test_readme_gguf_route_holds_the_models_weights_and_gpt2_metadata(converter, trained_model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def gguf_file(converter, trained_model_dir, tmp_path_factory):
+    """README "Serve"'s export and converter lines, as printed, in a folder holding scripts/, out/shakespeare/model
+    and llama.cpp's converter."""
     commands = [argv for argv, _ in readme_commands("Serve")]
     export = next(argv for argv in commands if argv[:2] == ["python", "scripts/convert_gpt2.py"])
     convert = next(argv for argv in commands if argv[:2] == ["python", "convert_hf_to_gguf.py"])
-    # a folder as the README assumes: scripts/, out/shakespeare/model, and llama.cpp's converter beside them
-    workdir(tmp_path)
+    tmp_path = workdir(tmp_path_factory.mktemp("gguf"))
     os.makedirs(tmp_path / "out" / "shakespeare")
     os.symlink(trained_model_dir, tmp_path / "out" / "shakespeare" / "model")
     for part in CONVERTER_PARTS:
@@ -66,8 +69,10 @@ def test_readme_gguf_route_holds_the_models_weights_and_gpt2_metadata(converter,
         done = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, (argv, done.stderr[-3000:])
-    gguf_file = tmp_path / convert[convert.index("--outfile") + 1]
+    return str(tmp_path / convert[convert.index("--outfile") + 1])
 
+
+def test_readme_gguf_route_holds_the_models_weights_and_gpt2_metadata(converter, gguf_file, trained_model_dir):
     sys.path.insert(0, os.path.join(converter, "gguf-py"))
     try:
         from gguf import GGUFReader
@@ -98,3 +103,50 @@ def test_readme_gguf_route_holds_the_models_weights_and_gpt2_metadata(converter,
         ours = weights[gpt_scratch_name(name)]
         got = torch.from_numpy(t.data.copy())
         assert got.shape == ours.shape and torch.equal(got, ours), name
+
+
+LLAMA_CPP_RUN = """
+import json, sys
+from llama_cpp import Llama
+spec = json.loads(sys.argv[2])
+llm = Llama(model_path=sys.argv[1], n_ctx=spec["n_ctx"], n_threads=1, verbose=False)
+out = []
+for prompt in spec["prompts"]:
+    ids = llm.tokenize(prompt.encode(), add_bos=False, special=False)
+    new = []
+    for token in llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
+        new.append(token)
+        if len(new) == spec["new_tokens"]:
+            break
+    out.append({"prompt_ids": ids, "new": new})
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("GPT_SCRATCH_LLAMA_CPP"),
+                    reason="builds llama.cpp (llama-cpp-python from source, ~6 minutes on 2 cores): "
+                           "set GPT_SCRATCH_LLAMA_CPP=1 to run it")
+def test_llama_cpp_greedy_equals_transformers(gguf_file, trained_model_dir, tmp_path):
+    """llama.cpp itself (through llama-cpp-python 0.3.36, built from source) runs the GGUF: GPT-2's token ids
+    for the prompts and transformers' greedy continuation."""
+    from transformers import AutoTokenizer
+
+    from gpt_scratch import GPTForCausalLM
+
+    prompts = ["ROMEO:", "To be, or not to be, that is", "First Citizen:\nBefore we proceed any further, hear me"]
+    new_tokens = 24
+    python = python_of("llama-cpp")
+    spec = {"prompts": prompts, "new_tokens": new_tokens, "n_ctx": 64}
+    done = subprocess.run([python, "-c", LLAMA_CPP_RUN, gguf_file, json.dumps(spec)], capture_output=True, text=True,
+                          timeout=600, env=clean_env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    tok = AutoTokenizer.from_pretrained(trained_model_dir)
+    model = GPTForCausalLM.from_pretrained(trained_model_dir).eval()
+    for prompt, result in zip(prompts, got):
+        ids = tok(prompt)["input_ids"]
+        assert result["prompt_ids"] == ids, prompt
+        with torch.no_grad():
+            expected = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=new_tokens,
+                                      eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
+        assert result["new"] == expected, (prompt, tok.decode(result["new"]), tok.decode(expected))

@@ -32,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = os.path.join(REPO, "tests", "vllm_checks.py")
 PROMPTS = ["ROMEO:", "To be, or not to be, that is", "First Citizen:\nBefore we proceed any further, hear me"]
 NEW_TOKENS = 24
-# vLLM's CPU KV cache takes 4 GiB unless told; 2 fits every machine the suite runs on.
+# vLLM sizes its CPU KV cache from the machine's memory unless told; 2 GiB, as README "Serve" sets it.
 VLLM_ENV = dict(VLLM_CPU_KVCACHE_SPACE="2")
 
 
@@ -133,7 +133,12 @@ def test_readme_vllm_server_and_curl_answer_with_transformers_greedy_text(vllm_p
     here), in a folder holding out/shakespeare/model, with the vLLM environment's `python` first
     on PATH: the completion is transformers' greedy text."""
     commands = [argv for argv, _ in readme_commands("Serve")]
-    serve = next(argv for argv in commands if argv[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"])
+    serve = next(argv for argv in commands if "vllm.entrypoints.openai.api_server" in argv)
+    settings = {}  # the line's leading NAME=value words, as the shell would set them
+    while "=" in serve[0]:
+        name, value = serve.pop(0).split("=", 1)
+        settings[name] = value
+    assert serve[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"], serve
     curl = next(argv for argv in commands if argv[0] == "curl")
     port = str(free_port())
     serve[serve.index("--port") + 1] = port
@@ -142,7 +147,7 @@ def test_readme_vllm_server_and_curl_answer_with_transformers_greedy_text(vllm_p
     os.makedirs(tmp_path / "out" / "shakespeare")
     os.symlink(trained_model_dir, tmp_path / "out" / "shakespeare" / "model")
     env = clean_env(HF_HOME=str(tmp_path / "hf_home"), PATH=os.path.dirname(vllm_python) + os.pathsep + os.environ["PATH"],
-                    **VLLM_ENV)
+                    **settings)
     log = open(tmp_path / "serve.log", "w")
     server = subprocess.Popen(serve, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)  # its own process group: the engine's processes stop with it
@@ -178,8 +183,8 @@ def test_model_contracts_hold_beside_vllm_on_the_oldest_transformers_setup_py_al
     version = subprocess.run([vllm_python, "-c", "import transformers, gpt_scratch; print(transformers.__version__)"],
                              capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
     assert version.stdout.strip() == "5.19.0", version.stderr[-2000:]
-    tests = [os.path.join(REPO, "tests", name) for name in ("test_contracts.py", "test_model.py", "test_bigram.py")]
-    done = subprocess.run([vllm_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=REPO,
+    tests = os.path.join(REPO, "tests", "test_contracts.py")
+    done = subprocess.run([vllm_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests], cwd=REPO,
                           env=clean_env(HF_HOME=str(tmp_path / "hf_home")), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:]
     assert " passed" in done.stdout.splitlines()[-1] and "skipped" not in done.stdout.splitlines()[-1]

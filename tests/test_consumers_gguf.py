@@ -17,18 +17,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import built_or_skip
 from extra_envs import CONVERTER_PARTS, clean_env, llama_cpp_converter, python_of
 from readme_commands import readme_commands, workdir
+from remote_code_checks import PROMPTS
 
 
 @pytest.fixture(scope="module")
 def converter():
-    try:
-        return llama_cpp_converter()
-    except RuntimeError as e:  # no PyPI: only allowed outside CI
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(e))
+    return built_or_skip(llama_cpp_converter)
 
 
 def gguf_tensor_names(n_layer):
@@ -133,9 +130,8 @@ def test_llama_cpp_greedy_equals_transformers(gguf_file, trained_model_dir, tmp_
 
     from gpt_scratch import GPTForCausalLM
 
-    prompts = ["ROMEO:", "To be, or not to be, that is", "First Citizen:\nBefore we proceed any further, hear me"]
-    new_tokens = 24
-    python = python_of("llama-cpp")
+    prompts, new_tokens = PROMPTS, 24
+    python = built_or_skip(python_of, "llama-cpp")
     spec = {"prompts": prompts, "new_tokens": new_tokens, "n_ctx": 64}
     done = subprocess.run([python, "-c", LLAMA_CPP_RUN, gguf_file, json.dumps(spec)], capture_output=True, text=True,
                           timeout=600, env=clean_env(), cwd=tmp_path)

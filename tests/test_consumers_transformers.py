@@ -12,27 +12,15 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import WITHOUT_GPT_SCRATCH
+from conftest import WITHOUT_GPT_SCRATCH, built_or_skip
 from extra_envs import TRANSFORMERS_FLOOR, clean_env, python_of
-from gpt_scratch import GPTConfig, GPTForCausalLM, save_model_folder
+from gpt_scratch import GPTForCausalLM
 from remote_code_checks import NEW_TOKENS, PROMPTS
-from wide_weights import widen
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture(scope="module")
-def wide_model_dir(tmp_path_factory):
-    """A random GPT-2-vocabulary model of wide weights: its greedy text changes at every token,
-    so a wrong mask, position or cache slot shows (the trained folder's text repeats itself)."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("wide") / "model"
-    save_model_folder(widen(GPTForCausalLM(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64))), folder)
-    return str(folder)
 
 
 def run_checks(python, folders, tmp_path, name):
@@ -65,7 +53,7 @@ def test_folder_runs_by_remote_code_on_the_oldest_and_newest_transformers(traine
     recorded = [reference_tokens(folder) for folder in folders]
     assert len({t for row in recorded[1] for t in row[-NEW_TOKENS:]}) > NEW_TOKENS, "wide weights too tame"
 
-    floor = run_checks(python_of("transformers-floor"), folders, tmp_path, "floor")
+    floor = run_checks(built_or_skip(python_of, "transformers-floor"), folders, tmp_path, "floor")
     newest = run_checks(sys.executable, folders, tmp_path, "newest")
     assert floor[0]["transformers"] == TRANSFORMERS_FLOOR
     import transformers

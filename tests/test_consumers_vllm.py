@@ -23,14 +23,14 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from conftest import built_or_skip
 from extra_envs import clean_env, python_of
-from gpt_scratch import GPTConfig, GPTForCausalLM, save_model_folder
+from gpt_scratch import GPTForCausalLM
 from readme_commands import readme_commands
-from wide_weights import widen
+from remote_code_checks import PROMPTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = os.path.join(REPO, "tests", "vllm_checks.py")
-PROMPTS = ["ROMEO:", "To be, or not to be, that is", "First Citizen:\nBefore we proceed any further, hear me"]
 NEW_TOKENS = 24
 # vLLM sizes its CPU KV cache from the machine's memory unless told; 2 GiB, as README "Serve" sets it.
 VLLM_ENV = dict(VLLM_CPU_KVCACHE_SPACE="2")
@@ -38,12 +38,7 @@ VLLM_ENV = dict(VLLM_CPU_KVCACHE_SPACE="2")
 
 @pytest.fixture(scope="module")
 def vllm_python():
-    try:
-        return python_of("vllm")
-    except RuntimeError as e:  # no PyPI: only allowed outside CI
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(e))
+    return built_or_skip(python_of, "vllm")
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +48,6 @@ def hf_export(trained_model_dir, tmp_path_factory):
                            trained_model_dir, "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return str(out)
-
-
-@pytest.fixture(scope="module")
-def wide_model_dir(tmp_path_factory):
-    """Random wide weights: greedy text that changes at every token, so a wrong position or mask shows.
-    Head size 32: vLLM's CPU attention has no kernel for 16."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("wide") / "model"
-    save_model_folder(widen(GPTForCausalLM(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64))), folder)
-    return str(folder)
 
 
 def prompt_ids(folder):

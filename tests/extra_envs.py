@@ -7,7 +7,7 @@ environment that sees the main one's packages, the main torch and transformers. 
 (pip from PyPI) and reused: a file lock lets parallel test sessions share one build, and a
 marker written last tells a complete build from one that was cut off (that one is rebuilt).
 
-`.ci/run` builds them before the tests (`python3 tests/extra_envs.py`, timed); a test finds
+`.ci/run` builds them (`python3 tests/extra_envs.py`) while the first tests run; a test finds
 them built, or builds them itself the first time a developer runs it. None of them is committed.
 """
 
@@ -174,7 +174,7 @@ def llama_cpp_converter():
 
 if __name__ == "__main__":
     # `python3 tests/extra_envs.py [NAME ...]`: build (or find) them, printing how long each took.
-    for env_name in sys.argv[1:] or ["transformers-floor", "vllm", "llama.cpp-converter"]:
+    for env_name in sys.argv[1:] or ["llama.cpp-converter", "transformers-floor", "vllm"]:  # the order tests use them
         t0 = time.time()
         where = llama_cpp_converter() if env_name == "llama.cpp-converter" else python_of(env_name)
         print(f"{env_name}: {where} ({time.time() - t0:.0f} s)", flush=True)

@@ -9,11 +9,12 @@ transformers and its sibling errors.py), so a folder loaded with `trust_remote_c
 """
 
 import difflib
+import os
 
 import torch
 from transformers.cache_utils import Cache
 
-from .errors import ConfigError
+from .errors import ConfigError, ModelFolderError
 
 GPT2_EOT = 50256  # GPT-2's <|endoftext|>, the default bos and eos of both configs
 
@@ -192,3 +193,71 @@ def check_generation_request(model, inputs, generation_config, kwargs):
             f"prompt ({n_prompt} tokens) + new tokens = {total} exceeds this model's block_size {block_size}; "
             f"ask for at most {max(block_size - n_prompt, 0)} new tokens or shorten the prompt"
         )
+
+
+# ---------------------------------------------------------------- weights read by from_pretrained
+
+DIVERGED_HINT = ("this is what a diverged training run leaves (the loss became nan or inf); retrain with a lower "
+                 "learning_rate (e.g. half of it) or more warmup_steps, and keep a checkpoint from before it blew up")
+
+
+def checked_from_pretrained(load, pretrained, args, kwargs):
+    """transformers' from_pretrained (`load`), refusing weights that do not fit instead of loading them random.
+
+    Refused with a ModelFolderError naming the file: a weights file that is not complete
+    safetensors (cut off, empty, garbage), tensors of another shape than config.json says
+    (unless the caller passed ignore_mismatched_sizes=True, which re-initialises them),
+    missing or unexpected tensors (unless the caller asked for output_loading_info and so
+    judges the report itself), and nan or inf values.
+    """
+    from safetensors import SafetensorError
+
+    wants_info = kwargs.pop("output_loading_info", False)
+    allow_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
+    local = isinstance(pretrained, (str, os.PathLike)) and os.path.isdir(pretrained)
+    where = os.path.join(pretrained, "model.safetensors") if local else str(pretrained)
+    try:
+        model, info = load(pretrained, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    except SafetensorError as e:
+        raise unreadable_weights(where, e) from None
+    check_loading_info(where, info, missing_or_unexpected=not wants_info, mismatched=not allow_mismatch)
+    check_finite(model.state_dict().items(), where)
+    return (model, info) if wants_info else model
+
+
+def unreadable_weights(where, error):
+    return ModelFolderError(f"{where} is not a complete safetensors file ({error}; a download or copy that was cut "
+                            "off, or a disk that filled up while saving); copy it again or re-save the folder")
+
+
+def _names(keys, limit=6):
+    keys = sorted(keys)
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def check_loading_info(where, info, missing_or_unexpected=True, mismatched=True):
+    """Refuse what from_pretrained(output_loading_info=True) reports: missing, unexpected or mis-shaped tensors."""
+    problems = []
+    if missing_or_unexpected and info.get("missing_keys"):
+        problems.append(f"missing {len(info['missing_keys'])} tensor(s) the model needs: {_names(info['missing_keys'])}"
+                        " (transformers would fill them with random numbers)")
+    if missing_or_unexpected and info.get("unexpected_keys"):
+        problems.append(f"{len(info['unexpected_keys'])} tensor(s) this model does not have: "
+                        f"{_names(info['unexpected_keys'])}")
+    wrong = [f"{k} is {tuple(saved)}, expected {tuple(want)}" for k, saved, want in sorted(info.get("mismatched_keys") or ())]
+    if mismatched and wrong:
+        problems.append("shapes that do not match config.json: " + "; ".join(wrong[:4]))
+    if problems:
+        raise ModelFolderError(f"{where} does not fit config.json: " + "; ".join(problems) + ". The weights and the "
+                               "config come from different models or the file was cut down; save the folder again "
+                               "from the model, or copy both files from the same save")
+
+
+def check_finite(named_tensors, where):
+    """Refuse the first floating tensor holding nan or inf, naming it and how many values."""
+    for name, t in named_tensors:
+        if t.is_floating_point() and t.numel() and t.device.type != "meta" and not all(
+                torch.isfinite(x) for x in torch.aminmax(t.float())):
+            n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            raise ModelFolderError(f"{where}: tensor {name} holds non-finite values ({n_nan} nan, {n_inf} inf of "
+                                   f"{t.numel()}); {DIVERGED_HINT}")

@@ -16,7 +16,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_bigram import BigramConfig
-from .input_checks import check_generation_request, check_labels, check_model_inputs
+from .input_checks import check_generation_request, check_labels, check_model_inputs, checked_from_pretrained
 from .transformers_compat import accepts_cache_under_either_name, output_with_cache
 
 
@@ -49,6 +49,11 @@ class BigramForCausalLM(PreTrainedModel, GenerationMixin):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' from_pretrained, refusing weights that do not fit (input_checks.py)."""
+        return checked_from_pretrained(super().from_pretrained, pretrained_model_name_or_path, args, kwargs)
 
     def _init_weights(self, module):
         # transformers.initialization skips tensors already loaded from a checkpoint.

@@ -35,7 +35,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_gpt import GPTConfig
-from .input_checks import check_generation_request, check_labels, check_model_inputs
+from .input_checks import check_generation_request, check_labels, check_model_inputs, checked_from_pretrained
 from .kv_cache import DecodingCache, decoding_cache_for
 from .lm_head_loss import lm_head_cross_entropy
 from .transformers_compat import accepts_cache_under_either_name, cache_of, causal_mask, output_with_cache
@@ -141,6 +141,12 @@ class GPTPreTrainedModel(PreTrainedModel):
         "attentions": OutputRecorder(CausalSelfAttention, index=1),
     }
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' from_pretrained, refusing weights that do not fit (missing, unexpected or mis-shaped
+        tensors, a cut-off file, nan) with a ValueError instead of loading them random (input_checks.py)."""
+        return checked_from_pretrained(super().from_pretrained, pretrained_model_name_or_path, args, kwargs)
+
     def _init_weights(self, module):
         # transformers.initialization helpers skip tensors already loaded from a
         # checkpoint, so a partial checkpoint never has its weights overwritten.
@@ -162,6 +168,8 @@ class GPTPreTrainedModel(PreTrainedModel):
 
 class GPTModel(GPTPreTrainedModel):
     """The transformer body: embeddings, blocks and final LayerNorm; returns hidden states."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]  # the body of a saved GPTForCausalLM leaves its head
 
     def __init__(self, config):
         super().__init__(config)

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import gpt_scratch.folder.model_folder as mf
+from gpt_scratch.folder.model_folder import quiet_transformers
 from gpt_scratch import BigramConfig, BigramForCausalLM, GPTConfig, GPTForCausalLM, save_model_folder
 from gpt_scratch.folder.convert import main as convert_main
 from gpt_scratch.errors import ConfigError, EnvironmentFault, ModelFolderError
@@ -469,6 +471,7 @@ KILLED_MID_SAVE = """
 import sys, time
 import torch
 import gpt_scratch.folder.model_folder as mf
+from gpt_scratch.folder.model_folder import quiet_transformers
 from gpt_scratch import GPTConfig, GPTForCausalLM, save_model_folder
 
 def stalled_tokenizer(out_dir, model_max_length):  # the weights are written; the save is half done
@@ -531,3 +534,19 @@ def test_every_reader_refuses_a_damaged_folder_the_same_way(case, broken, tmp_pa
         assert code == 2 and err.startswith(f"{name}: error: ") and verdict in err, (name, err)
         assert "Traceback" not in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
+    # the Python API: the package's class and transformers' Auto class (which calls it) raise the same ValueError
+    for cls in (GPTForCausalLM, AutoModelForCausalLM):
+        with pytest.raises(ModelFolderError, match=re.escape(verdict)):
+            cls.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("case", ["weights miss a tensor", "weights of another shape"])
+def test_from_pretrained_keeps_transformers_opt_outs(case, broken):
+    """A caller that asks for the loading report judges it; ignore_mismatched_sizes=True re-initialises as documented."""
+    kwargs = {"output_loading_info": True} if case.endswith("tensor") else {"ignore_mismatched_sizes": True}
+    with quiet_transformers():
+        got = GPTForCausalLM.from_pretrained(broken[case], **kwargs)
+    if case.endswith("tensor"):
+        assert got[1]["missing_keys"] == {"transformer.h.0.ln_1.weight"}
+    else:
+        assert got.config.n_embd == 32 and got.transformer.wte.weight.shape[1] == 32

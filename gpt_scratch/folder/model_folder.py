@@ -19,7 +19,8 @@ import copy
 import json
 import os
 
-from ..errors import EnvironmentFault, ModelFolderError
+from ..errors import EnvironmentFault, GptScratchError, ModelFolderError
+from ..input_checks import check_finite, check_loading_info, unreadable_weights
 from ..tokenizer import save_tokenizer
 from .durable import staged_folder
 
@@ -28,8 +29,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 HOW_TO_MAKE_ONE = ("make one by training (python scripts/train.py ..., which writes OUT_DIR/model), by converting GPT-2 "
                    "weights (python scripts/convert_gpt2.py --from-hf HF_DIR --out DIR) or with "
                    "gpt_scratch.save_model_folder(model, DIR)")
-DIVERGED_HINT = ("this is what a diverged training run leaves (the loss became nan or inf); retrain with a lower "
-                 "learning_rate (e.g. half of it) or more warmup_steps, and keep a checkpoint from before it blew up")
 PIPELINE_MAX_NEW_TOKENS = 256  # what transformers' text-generation pipeline asks for by default
 
 
@@ -199,40 +198,6 @@ def check_tokenizer_files(folder):
     return present
 
 
-def _names(keys, limit=6):
-    keys = sorted(keys)
-    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
-def check_loading_info(where, info):
-    """Refuse what from_pretrained(output_loading_info=True) reports: missing, unexpected or mis-shaped tensors."""
-    problems = []
-    if info.get("missing_keys"):
-        problems.append(f"missing {len(info['missing_keys'])} tensor(s) the model needs: {_names(info['missing_keys'])}"
-                        " (transformers would fill them with random numbers)")
-    if info.get("unexpected_keys"):
-        problems.append(f"{len(info['unexpected_keys'])} tensor(s) this model does not have: "
-                        f"{_names(info['unexpected_keys'])}")
-    wrong = [f"{k} is {tuple(saved)}, expected {tuple(want)}" for k, saved, want in sorted(info.get("mismatched_keys") or ())]
-    if wrong:
-        problems.append("shapes that do not match config.json: " + "; ".join(wrong[:4]))
-    if problems:
-        raise ModelFolderError(f"{where} does not fit {CONFIG_FILE}: " + "; ".join(problems) + ". The weights and the "
-                               "config come from different models or the file was cut down; save the folder again "
-                               "from the model, or copy both files from the same save")
-
-
-def check_finite(named_tensors, where):
-    """Refuse the first floating tensor holding nan or inf, naming it and how many values."""
-    import torch
-
-    for name, t in named_tensors:
-        if t.is_floating_point() and t.numel() and not all(torch.isfinite(x) for x in torch.aminmax(t.float())):
-            n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
-            raise ModelFolderError(f"{where}: tensor {name} holds non-finite values ({n_nan} nan, {n_inf} inf of "
-                                   f"{t.numel()}); {DIVERGED_HINT}")
-
-
 def load_model(folder, device="cpu", model_class=None):
     """The model of `folder`, in eval mode, after every check; a ModelFolderError (exit 2) names what is wrong."""
     from safetensors import SafetensorError
@@ -251,9 +216,10 @@ def load_model(folder, device="cpu", model_class=None):
         with quiet_transformers():
             model, info = (model_class or AutoModelForCausalLM).from_pretrained(
                 folder, config=config, output_loading_info=True, ignore_mismatched_sizes=True)
-    except SafetensorError as e:
-        raise ModelFolderError(f"{weights} is not a complete safetensors file ({e}; a download or copy that was cut "
-                               "off, or a disk that filled up while saving); copy it again or re-save the folder") from None
+    except SafetensorError as e:  # a class without checked_from_pretrained (transformers' GPT-2)
+        raise unreadable_weights(weights, e) from None
+    except GptScratchError:  # gpt_scratch's own classes checked the file already
+        raise
     except OSError as e:
         raise EnvironmentFault(f"cannot read the weights in {folder}: {e}") from None
     except Exception as e:  # the checks above passed: a file transformers still cannot use

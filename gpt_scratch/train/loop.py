@@ -458,7 +458,7 @@ def finish(run: Run, figures):
 def export(model, cfg, model_dir, state_dict, summary):
     """The model folder: weights + tokenizer, the run's settings, summary and metrics, the loss plot and the card,
     published at once (a kill or a full disk leaves the previous folder or the new one)."""
-    from ..folder.model_folder import check_finite
+    from ..input_checks import check_finite
 
     check_finite(state_dict.items() if state_dict is not None else model.state_dict().items(), "the trained model")
     metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")

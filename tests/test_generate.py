@@ -65,10 +65,10 @@ def run(capsys, *argv, stdin=None):
     return capsys.readouterr().out
 
 
-def greedy_text(loaded, prompt_ids, n):
+def greedy_text(loaded, prompt_ids, n, **kwargs):
     model, tok = loaded
     with torch.no_grad():
-        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False)
+        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False, **kwargs)
     return tok.decode(out[0, len(prompt_ids):], skip_special_tokens=True)
 
 
@@ -91,6 +91,15 @@ def test_greedy_is_deterministic_and_equals_model_generate(model_dir, loaded, ca
     t0 = run(capsys, *args, "--temperature", "0")  # temperature 0 means greedy
     ids = loaded[1]("Hello world")["input_ids"]
     assert a == b == t0 == "Hello world" + greedy_text(loaded, ids, 15) + "\n"
+
+
+def test_repetition_penalty_is_transformers_own(model_dir, loaded, capsys):
+    """--repetition-penalty R is generate(repetition_penalty=R): the text a small model's greedy loop would repeat changes."""
+    args = ["--model", model_dir, "--prompt", "Hello world", "--max-new-tokens", "30", "--greedy"]
+    ids = loaded[1]("Hello world")["input_ids"]
+    penalised = run(capsys, *args, "--repetition-penalty", "1.3")
+    assert penalised == "Hello world" + greedy_text(loaded, ids, 30, repetition_penalty=1.3) + "\n"
+    assert penalised != run(capsys, *args)
 
 
 def test_num_samples_are_separated_and_differ(model_dir, capsys):

@@ -12,6 +12,7 @@ being written and how much room is left.
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import uuid
@@ -25,6 +26,15 @@ def staging_path(final, tag=None):
     """`.NAME.partial-TAG` beside `final`; a random TAG unless every process must agree on it."""
     head, name = os.path.split(os.path.abspath(os.fspath(final)))
     return os.path.join(head, f".{name}{PARTIAL}{tag or uuid.uuid4().hex[:8]}")
+
+
+def file_sha256(path):
+    """The sha256 of a file's bytes (what a download or a checkpoint is verified against)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def fsync(path):

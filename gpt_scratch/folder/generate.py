@@ -76,6 +76,10 @@ def build_parser():
                    help="independent samples to draw, one after another (default: 1)")
     p.add_argument("--seed", type=_number(int, lambda v: 0 <= v < 2**32, f"in 0 .. {2**32 - 1}"), default=1337,
                    help="random seed; same seed, same text (default: 1337)")
+    p.add_argument("--repetition-penalty", type=_number(float, lambda v: math.isfinite(v) and v > 0, "a number > 0 "
+                   "(1 turns it off)"), default=1.0, metavar="R", help="divide the scores of tokens already in the text "
+                   "by R (CTRL's penalty; greedy decoding of a small model repeats itself without it, try 1.3; "
+                   "default: 1.0, off)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (ignores temperature, "
                    "top-k, top-p)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -180,7 +184,7 @@ def _generate(argv, stdin):
             streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)  # prompt echoed as given
             with torch.no_grad():
                 model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new,
-                               pad_token_id=pad, streamer=streamer,
+                               pad_token_id=pad, streamer=streamer, repetition_penalty=args.repetition_penalty,
                                **sampling_kwargs(args.greedy, args.temperature, args.top_k, args.top_p))
     except BrokenPipeError:  # the reader went away (generate.py ... | head): stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -19,7 +19,6 @@ processes together), so a checkpoint resumes on any number of processes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ import re
 import shutil
 
 from ..errors import CheckpointError, ConfigError
-from ..folder.durable import environment_fault, publish_folder, staging_path
+from ..folder.durable import environment_fault, file_sha256, publish_folder, staging_path
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE, COMPLETE_FILE = "trainer_state.json", "checkpoint_complete.json"
@@ -51,17 +50,10 @@ class TrainState:
             setattr(self, k, int(state[k]))
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def manifest(root):
     """{relative path: {"size", "sha256"}} of every file under root but the marker."""
-    return {rel: {"size": os.path.getsize(full), "sha256": _sha256(full)}
+    return {rel: {"size": os.path.getsize(full), "sha256": file_sha256(full)}
             for dirpath, _, files in os.walk(root) for name in sorted(files)
             for full in [os.path.join(dirpath, name)] for rel in [os.path.relpath(full, root)] if rel != COMPLETE_FILE}
 
@@ -92,7 +84,7 @@ def check_checkpoint(path):
             full = os.path.join(path, rel)
             if not os.path.isfile(full):
                 raise CheckpointError(f"checkpoint {path} is incomplete (missing {rel}); it cannot be resumed. {again}")
-            if os.path.getsize(full) != want["size"] or _sha256(full) != want["sha256"]:
+            if os.path.getsize(full) != want["size"] or file_sha256(full) != want["sha256"]:
                 raise CheckpointError(f"checkpoint {path}: {rel} is corrupt ({os.path.getsize(full)} bytes, saved as "
                                       f"{want['size']}; its sha256 no longer matches), so the resumed run would not be "
                                       f"the same run. {again}")

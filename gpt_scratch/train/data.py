@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..folder.durable import staged_file
+from ..folder.durable import file_sha256, staged_file
 from ..tokenizer import EOT_ID, R50K_PATTERN, RANKS_SHA256, load_tiktoken
 
 DEFAULT_DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -57,13 +57,6 @@ def download_path(url):
     name = url.rstrip("/").rsplit("/", 1)[-1] or "download"
     return user_cache_dir() / "downloads" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
 
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _download(url, dest, sha):
@@ -89,13 +82,13 @@ def fetch(url):
     """A local copy of `url`, downloaded once; the default URL's copy must match its sha256 (else fetched again)."""
     dest = download_path(url)
     sha = DEFAULT_DATA_SHA256 if url == DEFAULT_DATA_URL else None
-    if dest.is_file() and (sha is None or _sha256(dest) == sha):
+    if dest.is_file() and (sha is None or file_sha256(dest) == sha):
         return dest
     try:
         _download(url, dest, sha)
     except DataError as e:
         if dest.is_file():
-            raise DataError(f"the cached copy of {url} at {dest} is corrupt (sha256 {_sha256(dest)}, expected {sha}) "
+            raise DataError(f"the cached copy of {url} at {dest} is corrupt (sha256 {file_sha256(dest)}, expected {sha}) "
                             f"and downloading it again failed: {e}") from None
         raise
     return dest

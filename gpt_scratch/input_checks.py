@@ -219,15 +219,11 @@ def checked_from_pretrained(load, pretrained, args, kwargs):
     try:
         model, info = load(pretrained, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
     except SafetensorError as e:
-        raise unreadable_weights(where, e) from None
+        raise ModelFolderError(f"{where} is not a complete safetensors file ({e}; a download or copy that was cut off, "
+                               "or a disk that filled up while saving); copy it again or re-save the folder") from None
     check_loading_info(where, info, missing_or_unexpected=not wants_info, mismatched=not allow_mismatch)
     check_finite(model.state_dict().items(), where)
     return (model, info) if wants_info else model
-
-
-def unreadable_weights(where, error):
-    return ModelFolderError(f"{where} is not a complete safetensors file ({error}; a download or copy that was cut "
-                            "off, or a disk that filled up while saving); copy it again or re-save the folder")
 
 
 def _names(keys, limit=6):

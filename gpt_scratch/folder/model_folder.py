@@ -20,7 +20,7 @@ import json
 import os
 
 from ..errors import EnvironmentFault, GptScratchError, ModelFolderError
-from ..input_checks import check_finite, check_loading_info, unreadable_weights
+from ..input_checks import checked_from_pretrained
 from ..tokenizer import save_tokenizer
 from .durable import staged_folder
 
@@ -200,7 +200,6 @@ def check_tokenizer_files(folder):
 
 def load_model(folder, device="cpu", model_class=None):
     """The model of `folder`, in eval mode, after every check; a ModelFolderError (exit 2) names what is wrong."""
-    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     config = read_config(folder)
@@ -212,21 +211,17 @@ def load_model(folder, device="cpu", model_class=None):
         hint = (f" ({old[0]} is there: an old format; load it once with from_pretrained and save_pretrained it "
                 "to get safetensors)") if old else ""
         raise ModelFolderError(f"{folder} has {CONFIG_FILE} but no {WEIGHTS_FILE} (the weights){hint}; {HOW_TO_MAKE_ONE}")
-    try:
+    try:  # the same checks as gpt_scratch's own from_pretrained, for every class (transformers' GPT-2 too)
         with quiet_transformers():
-            model, info = (model_class or AutoModelForCausalLM).from_pretrained(
-                folder, config=config, output_loading_info=True, ignore_mismatched_sizes=True)
-    except SafetensorError as e:  # a class without checked_from_pretrained (transformers' GPT-2)
-        raise unreadable_weights(weights, e) from None
-    except GptScratchError:  # gpt_scratch's own classes checked the file already
+            model = checked_from_pretrained((model_class or AutoModelForCausalLM).from_pretrained, folder, (),
+                                            {"config": config})
+    except GptScratchError:
         raise
     except OSError as e:
         raise EnvironmentFault(f"cannot read the weights in {folder}: {e}") from None
     except Exception as e:  # the checks above passed: a file transformers still cannot use
         raise ModelFolderError(f"transformers cannot load the model in {folder}: {type(e).__name__}: {e}; re-save "
                                "the model folder") from None
-    check_loading_info(weights, info)
-    check_finite(model.state_dict().items(), weights)
     return model.to(device).eval()
 
 

@@ -50,7 +50,6 @@ class TrainState:
             setattr(self, k, int(state[k]))
 
 
-
 def manifest(root):
     """{relative path: {"size", "sha256"}} of every file under root but the marker."""
     return {rel: {"size": os.path.getsize(full), "sha256": file_sha256(full)}

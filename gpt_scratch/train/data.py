@@ -58,7 +58,6 @@ def download_path(url):
     return user_cache_dir() / "downloads" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
 
 
-
 def _download(url, dest, sha):
     dest.parent.mkdir(parents=True, exist_ok=True)
     with staged_file(dest, "wb") as out:

@@ -430,7 +430,7 @@ def test_push_refuses_a_broken_folder_before_any_request(broken, good, tmp_path,
     bad_code = shutil.copytree(good, tmp_path / "bad_code")
     with open(bad_code / "modeling_gpt.py", "a") as f:
         f.write("\ndef broken(:\n")  # a hand edit gone wrong
-    for folder, message in ((tmp_path / "a_file", "is a file, not a folder"),
+    for folder, message in ((tmp_path / "a_file", "is a file, not a model folder"),
                             (listed, "run_config.json holds a JSON list"),
                             (bad_code, "modeling_gpt.py is not valid Python")):
         code, err = run_cli(push_main, argv(folder), capsys)

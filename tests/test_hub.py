@@ -370,7 +370,7 @@ def test_push_errors_are_clear_and_change_nothing(saved_folder, tmp_path):
         assert res[name]["code"] == 2
         assert "user/name" in res[name]["stderr"] and repr(bad) in res[name]["stderr"]
     assert res["not_a_model"]["code"] == 2
-    assert "config.json and model.safetensors missing" in res["not_a_model"]["stderr"]
+    assert "has no config.json, so it is not a saved model" in res["not_a_model"]["stderr"]
     assert "save_model_folder" in res["not_a_model"]["stderr"]
     assert res["missing_folder"]["code"] == 2 and "does not exist" in res["missing_folder"]["stderr"]
     assert res["server_down"]["code"] == 1

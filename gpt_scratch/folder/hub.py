@@ -16,7 +16,7 @@ import os
 
 from ..errors import HubError, ModelFolderError, run_cli
 from .card import CARD_FILE, LOSS_PLOT, render_model_card
-from .model_folder import CONFIG_FILE, GENERATION_FILE, HOW_TO_MAKE_ONE, TOKENIZER_FILES, WEIGHTS_FILE, check_model_folder
+from .model_folder import CONFIG_FILE, GENERATION_FILE, TOKENIZER_FILES, WEIGHTS_FILE, check_model_folder
 
 LOGIN_HINT = "`hf auth login`"
 
@@ -49,14 +49,7 @@ def remote_code_files(folder, config):
 def upload_files(folder):
     """The files a push uploads (the card is rendered fresh), after every check of the folder."""
     folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        state = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
-        raise HubInputError(f"model folder {folder} {state}: {HOW_TO_MAKE_ONE}")
-    missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not os.path.exists(os.path.join(folder, f))]
-    if missing:
-        raise HubInputError(f"{folder} is not a model folder: {' and '.join(missing)} missing (a push needs "
-                            f"config.json + model.safetensors); {HOW_TO_MAKE_ONE}")
-    try:
+    try:  # the folder, config.json and model.safetensors: there, readable and fitting each other
         config = check_model_folder(folder).config
     except ModelFolderError as e:
         raise HubInputError(f"not pushed: {e}") from None

@@ -147,16 +147,17 @@ def _check_ids_and_lengths(path, values, fix):
             raise ModelFolderError(f"{path}: {key} must be {what}, got {v!r}; {fix}")
 
 
-def _usable(path, load, folder, fix):
+def _usable(path, build, values, fix):
     try:
-        return load(folder)
+        return build(values)
     except Exception as e:  # the library's own validation: anything it cannot build from the file
         raise ModelFolderError(f"{path} is not a usable config: {e}; {fix}") from None
 
 
 def read_config(folder):
-    """The transformers config of `folder`, after config.json and generation_config.json check out."""
-    from transformers import CONFIG_MAPPING, AutoConfig, GenerationConfig
+    """The transformers config of `folder`, after config.json and generation_config.json check out (each read once:
+    the config is built from the values checked)."""
+    from transformers import CONFIG_MAPPING, GenerationConfig
 
     folder = os.fspath(folder)
     if not folder.strip() or not os.path.isdir(folder):
@@ -176,12 +177,13 @@ def read_config(folder):
                                "defines (gpt_scratch's are gpt_scratch and gpt_scratch_bigram); fix it or re-save the "
                                "model folder")
     _check_ids_and_lengths(path, values, fix)
-    config = _usable(path, AutoConfig.from_pretrained, folder, fix)
+    config = _usable(path, CONFIG_MAPPING[model_type].from_dict, values, fix)
     gen_path = os.path.join(folder, GENERATION_FILE)
     if os.path.lexists(gen_path):
         gen_fix = f"{fix}, or delete {GENERATION_FILE} (transformers then uses its defaults)"
-        _check_ids_and_lengths(gen_path, read_json(gen_path, gen_fix), gen_fix)
-        _usable(gen_path, GenerationConfig.from_pretrained, folder, gen_fix)
+        gen_values = read_json(gen_path, gen_fix)
+        _check_ids_and_lengths(gen_path, gen_values, gen_fix)
+        _usable(gen_path, GenerationConfig.from_dict, gen_values, gen_fix)
     return config
 
 

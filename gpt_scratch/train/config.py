@@ -103,8 +103,8 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for names, ok, rule in (
-            (("batch_size", "gradient_accumulation_steps", "max_steps", "log_interval", "keep_checkpoints",
-              "block_size"), lambda v: v > 0, "positive"),
+            (("batch_size", "gradient_accumulation_steps", "max_steps", "log_interval", "keep_checkpoints"),
+             lambda v: v > 0, "positive"),
             (("warmup_steps", "eval_interval", "eval_steps", "save_interval", "sample_tokens", "cpu_threads",
               "num_proc", "grad_clip", "weight_decay", "min_lr"), lambda v: v >= 0, ">= 0"),
             (("lr_decay_steps",), lambda v: v is None or v > 0, "positive (or empty: max_steps)"),

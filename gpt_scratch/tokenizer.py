@@ -63,29 +63,6 @@ def token_byte_lengths():
     return torch.tensor([0 if i == EOT_ID else len(enc.decode_single_token_bytes(i)) for i in range(VOCAB_SIZE)])
 
 
-def _byte_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable-character table.
-
-    HF's byte-level BPE stores tokens as strings, so every byte needs a visible,
-    non-whitespace stand-in. Bytes that are already printable Latin-1 characters
-    stand for themselves; the remaining 68 (controls, space, 0x7F-0xA0, 0xAD) are
-    given code points 256, 257, ... in byte order. The result must match the
-    ``pre_tokenizers.ByteLevel`` alphabet exactly, which is why the order matters.
-    """
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    table = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
 def _recover_pair(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
     """The (left, right) merge that produced ``token``.
 
@@ -116,9 +93,11 @@ def _vocab_and_merges() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, s
     Cached because the merge replay is the slow part (~a second) and every
     ``load_tokenizer`` call needs the same result. Tuples keep the cache immutable.
     """
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte -> printable-character table
+
     # Read the (sha-checked) file directly rather than poke at tiktoken's private attributes.
     ranks = load_tiktoken_bpe(_checked_ranks_path())
-    b2u = _byte_to_unicode()
+    b2u = bytes_to_unicode()
 
     def to_str(b: bytes) -> str:
         return "".join(b2u[x] for x in b)

@@ -45,14 +45,6 @@ def test_merges_and_vocab_sizes(hf_tok):
     assert merges[:4] == (("Ġ", "t"), ("Ġ", "a"), ("h", "e"), ("i", "n"))
 
 
-def test_byte_alphabet_is_a_bijection_onto_printables():
-    table = tk._byte_to_unicode()
-    assert sorted(table) == list(range(256))
-    assert len(set(table.values())) == 256
-    assert all(c.isprintable() and not c.isspace() for c in table.values())
-    assert table[ord(" ")] == "Ġ" and table[ord("\n")] == "Ċ"
-
-
 def test_special_tokens_and_settings(hf_tok):
     assert hf_tok.is_fast
     assert hf_tok.convert_tokens_to_ids(tk.EOT_TOKEN) == tk.EOT_ID

@@ -18,9 +18,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from ..configuration_gpt import GPTConfig
 from ..errors import ModelFolderError, run_cli
 from ..modeling_gpt import GPTForCausalLM
-from ..tokenizer import save_tokenizer
 from .model_folder import check_replaceable, load_model, read_config, save_model_folder
-from .durable import staged_folder
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -109,14 +107,7 @@ def convert(from_hf=None, to_hf=None, out=None):
     """Convert one folder to the other format into `out` (new or empty), written all at once."""
     _check_model_type(from_hf or to_hf, "gpt2" if from_hf else "gpt_scratch")
     _check_out(out)
-    if from_hf:
-        save_model_folder(from_hf_gpt2(from_hf), out)
-        return out
-    model = load_model(to_hf)
-    hf = to_hf_gpt2(model)
-    with staged_folder(out) as tmp:
-        hf.save_pretrained(tmp)
-        save_tokenizer(tmp, model_max_length=model.config.block_size)
+    save_model_folder(from_hf_gpt2(from_hf) if from_hf else to_hf_gpt2(load_model(to_hf)), out)
     return out
 
 
@@ -127,9 +118,6 @@ def main(argv=None):
     disk or a kill leaves no half folder and the same command can be run again. Bad input
     exits with code 2, the environment (disk full, permissions) with code 1.
     """
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # one line of output when all goes well
     p = argparse.ArgumentParser(prog="convert_gpt2.py", description=main.__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-hf", metavar="DIR", help="a transformers GPT-2 folder (GPT2LMHeadModel) to import")

@@ -197,7 +197,4 @@ def _generate(argv, stdin):
 
 def main(argv=None, stdin=None):
     """Run the command line with `argv`; bad input exits 2 with `generate.py: error: ...`, the environment 1."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a weights-loading bar on every run says nothing when nothing is wrong
     return run_cli("generate.py", _generate, argv, stdin)

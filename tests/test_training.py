@@ -509,3 +509,20 @@ def test_python_api_refuses_what_the_command_line_refuses(bad, message):
     """TrainConfig(...) from Python checks types as a YAML file's values are checked (no raw TypeError mid-run)."""
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**bad)
+
+
+def test_validation_text_is_the_validation_tokens_decoded(tmp_path):
+    """validation.jsonl (what lm-eval scores) holds the validation split's documents, decoded whole even where a
+    block boundary cuts a character's bytes; <|endoftext|> separates them and empty documents are left out."""
+    from gpt_scratch.tokenizer import EOT_ID, load_tiktoken
+    from gpt_scratch.train.loop import write_validation_text
+
+    enc = load_tiktoken()
+    docs = ["Où est le café? 日本語 😀\n" * 3, "plain", "ÿ\n\n\"quoted\" \\ back"]
+    ids = [EOT_ID] + enc.encode_ordinary(docs[0]) + [EOT_ID, EOT_ID] + enc.encode_ordinary(docs[1]) + [EOT_ID]
+    ids += enc.encode_ordinary(docs[2])
+    for block in (1, 3, 7):  # GPT-2 splits ù, 日, 😀 over several tokens: block boundaries cut them
+        val = [torch.tensor(ids[i:i + block]) for i in range(0, len(ids), block)]
+        write_validation_text(val, tmp_path / "v.jsonl")
+        with open(tmp_path / "v.jsonl", encoding="utf-8") as f:
+            assert [json.loads(line)["text"] for line in f] == docs, block

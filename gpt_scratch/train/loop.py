@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -30,9 +31,9 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, GptScratchError, ModelFolderError, run_cli
 from ..folder.card import SETTINGS_FILE, SUMMARY_FILE, write_model_card
-from ..folder.durable import environment_fault, remove_staging, write_file
+from ..folder.durable import environment_fault, remove_staging, staged_file, write_file
 from ..folder.model_folder import save_model_folder
-from ..tokenizer import token_byte_lengths
+from ..tokenizer import EOT_ID, token_byte_lengths
 from .checkpoints import TrainState, list_checkpoints, resolve_resume, save_checkpoint
 from .config import TrainConfig, parse_config
 from .data import load_blocks
@@ -480,17 +481,34 @@ def export(model, cfg, model_dir, state_dict, summary):
 
 def write_validation_text(val, path):
     """The validation blocks' text, one JSON line per document, for outside evaluators (lm-evaluation-harness):
-    the same tokens val_loss and val_bpb are computed on, decoded."""
-    from ..tokenizer import EOT_ID, load_tiktoken
+    the same tokens val_loss and val_bpb are computed on, decoded. Streamed a block at a time (an incremental UTF-8
+    decoder joins characters split between tokens), so memory does not grow with the split or a document's length."""
+    import codecs
 
-    enc = load_tiktoken()
-    ids = torch.cat([val[i] for i in range(len(val))]).tolist()
-    docs, start = [], 0
-    for end in [i for i, t in enumerate(ids) if t == EOT_ID] + [len(ids)]:
-        if end > start:
-            docs.append(json.dumps({"text": enc.decode(ids[start:end])}) + "\n")
-        start = end + 1
-    write_file(path, "".join(docs))
+    from ..tokenizer import load_tiktoken
+
+    enc, utf8 = load_tiktoken(), codecs.getincrementaldecoder("utf-8")("replace")
+    pieces = (piece for i in range(len(val)) for piece in _split_documents(val[i].tolist()))
+    with staged_file(path) as f:
+        open_doc = False  # a line begun and not yet closed
+        for ids, ends in itertools.chain(pieces, [([], True)]):  # the last document ends with the split
+            text = utf8.decode(enc.decode_bytes(ids), final=ends)
+            if text:
+                f.write(("" if open_doc else '{"text": "') + json.dumps(text)[1:-1])
+                open_doc = True
+            if ends and open_doc:
+                f.write('"}\n')
+                open_doc = False
+
+
+def _split_documents(ids):
+    """(ids, ends a document?) pieces of a block, split at <|endoftext|> (which is dropped)."""
+    start = 0
+    for i, t in enumerate(ids):
+        if t == EOT_ID:
+            yield ids[start:i], True
+            start = i + 1
+    yield ids[start:], False
 
 
 @torch.no_grad()

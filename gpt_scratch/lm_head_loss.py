@@ -56,8 +56,9 @@ def lm_head_cross_entropy(hidden, weight, labels, num_items_in_batch=None, shift
         dtype = torch.get_autocast_dtype(device_type)
         h, w = h.to(dtype), w.to(dtype)
     chunk_rows = max(1, CHUNK_LOGITS // w.shape[0])
+    grads = torch.is_grad_enabled() and (h.requires_grad or w.requires_grad)  # not in evaluation: the loss alone
     with torch.autocast(device_type, enabled=False):
-        return LMHeadCrossEntropy.apply(h, w, targets, n_items, chunk_rows, CHUNK_VOCAB, others_logit)
+        return LMHeadCrossEntropy.apply(h, w, targets, n_items, chunk_rows, CHUNK_VOCAB, others_logit, grads)
 
 
 def _add_product(out, a, b):
@@ -72,18 +73,20 @@ class LMHeadCrossEntropy(torch.autograd.Function):
     """Cross-entropy of `hidden @ weight.T` whose gradients are taken in the forward pass.
 
     Cut two ways: `chunk_rows` tokens at a time, and slices of `chunk_vocab` ids with
-    a running log-sum-exp (a new row maximum rescales the sum so far).
+    a running log-sum-exp (a new row maximum rescales the sum so far). With `grads` False
+    (no gradient wanted) only the loss is computed: one product instead of three.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, n_items, chunk_rows, chunk_vocab, others_logit=float("-inf")):
+    def forward(ctx, hidden, weight, targets, n_items, chunk_rows, chunk_vocab, others_logit=float("-inf"),
+                grads=True):
         # hidden (N, C), weight (V, C), targets (N,) with -100 for "no loss here"
         acc = torch.promote_types(hidden.dtype, torch.float32)  # softmax and sums: fp32 at least
         valid = targets != -100
         row_scale = (valid.to(acc) / n_items).unsqueeze(1)  # (N, 1): d loss / d row loss
         safe_targets = targets.masked_fill(~valid, 0).unsqueeze(1)  # (N, 1)
-        grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+        grad_hidden = torch.empty_like(hidden) if grads else None
+        grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if grads else None
         loss = torch.zeros((), dtype=acc, device=hidden.device)
         vocab_starts = range(0, weight.shape[0], chunk_vocab)
         for start in range(0, hidden.shape[0], chunk_rows):
@@ -104,9 +107,12 @@ class LMHeadCrossEntropy(torch.autograd.Function):
                 new_top = torch.maximum(top, logits.amax(dim=1, keepdim=True))
                 total.mul_((top - new_top).exp()).add_(logits.sub_(new_top).exp_().sum(dim=1, keepdim=True))
                 top = new_top
-                slices.append((v0, logits, new_top, inside, local_t))
+                if grads:
+                    slices.append((v0, logits, new_top, inside, local_t))
             lse = top + total.log()
             loss += ((lse - target_logit) * scale).sum()
+            if not grads:
+                continue
             # pass 2: each slice becomes softmax - one_hot = d(row loss)/d logits, then
             # goes straight into the two gradient products
             gh = torch.zeros(h.shape, dtype=acc, device=h.device)
@@ -119,10 +125,11 @@ class LMHeadCrossEntropy(torch.autograd.Function):
                 _add_product(grad_weight[v0:v0 + chunk_vocab], g.t(), hs)
             grad_hidden[rows] = gh * scale
             del slices
-        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        if grads:
+            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None, None, None, None
+        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None, None, None, None, None

@@ -266,6 +266,8 @@ def test_training_loss_and_gradients_equal_the_logits_path(num_items):
     torch.testing.assert_close(plain.loss, ref)
     ref.backward()
     torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=0)
+    with torch.no_grad():  # what evaluation asks for: the same loss, no gradient work
+        torch.testing.assert_close(model(x, labels=labels, skip_logits=True, **kw).loss, ref.detach(), rtol=1e-5, atol=0)
     for n, p in model.named_parameters():
         # fp32 rounding differs between CPUs (AVX2, AVX-512): compare relative to the gradient's size
         scale = p.grad.abs().max().item()
@@ -285,6 +287,8 @@ def test_lm_head_cross_entropy_across_chunk_boundaries_and_in_bf16():
     ref = F.cross_entropy(h @ w.t(), t, ignore_index=-100)
     for rows, vocab in [(3, 10), (10, 97), (1, 200), (4, 7)]:
         torch.testing.assert_close(LMHeadCrossEntropy.apply(h, w, t, n, rows, vocab), ref)
+        with torch.no_grad():  # evaluation: the loss alone, without the gradient products
+            torch.testing.assert_close(LMHeadCrossEntropy.apply(h, w, t, n, rows, vocab, float("-inf"), False), ref)
     assert torch.autograd.gradcheck(lambda h, w: LMHeadCrossEntropy.apply(h, w, t, n, 3, 10), (h, w))
     # bf16 (autocast's dtype): bf16 products, fp32 softmax and sums, gradients back in bf16
     hb, wb = h.detach().bfloat16().requires_grad_(), w.detach().bfloat16().requires_grad_()
@@ -432,6 +436,9 @@ def test_loss_restricted_to_the_used_vocabulary_is_the_full_loss():
     full = model(x, labels=x)
     full.loss.backward()
     torch.testing.assert_close(restricted.loss, full.loss, rtol=1e-5, atol=0)
+    with torch.no_grad():
+        loss = model(x, labels=x, skip_logits=True, loss_vocab_ids=used).loss
+    torch.testing.assert_close(loss, full.loss.detach(), rtol=1e-5, atol=0)
     scale = model.transformer.wte.weight.grad.abs().max().item()
     torch.testing.assert_close(grad[keep], model.transformer.wte.weight.grad[keep], rtol=1e-4, atol=1e-5 * scale)
     assert torch.all(grad[~keep] == 0)  # the unused rows stay at zero

@@ -39,13 +39,18 @@ def _checked_ranks_path():
 
 
 @lru_cache(maxsize=None)
+def _ranks() -> dict[bytes, int]:
+    """GPT-2's byte-pair ranks from the shipped, sha-checked file: read once for tiktoken and the HF tokenizer."""
+    return load_tiktoken_bpe(_checked_ranks_path())
+
+
+@lru_cache(maxsize=None)
 def load_tiktoken() -> tiktoken.Encoding:
     """The GPT-2 encoding (r50k_base ranks, ``<|endoftext|>`` = 50256), built from the shipped file."""
-    ranks = load_tiktoken_bpe(_checked_ranks_path())
     return tiktoken.Encoding(
         name="gpt2",
         pat_str=R50K_PATTERN,
-        mergeable_ranks=ranks,
+        mergeable_ranks=_ranks(),
         special_tokens={EOT_TOKEN: EOT_ID},
         explicit_n_vocab=VOCAB_SIZE,
     )
@@ -95,8 +100,7 @@ def _vocab_and_merges() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, s
     """
     from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte -> printable-character table
 
-    # Read the (sha-checked) file directly rather than poke at tiktoken's private attributes.
-    ranks = load_tiktoken_bpe(_checked_ranks_path())
+    ranks = _ranks()  # not tiktoken's private attributes
     b2u = bytes_to_unicode()
 
     def to_str(b: bytes) -> str:

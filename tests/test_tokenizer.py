@@ -111,7 +111,8 @@ def test_corrupt_ranks_file_raises(tmp_path, monkeypatch):
     bad = tmp_path / "r50k_base.tiktoken"
     bad.write_bytes(bytes(data))
     monkeypatch.setattr(tk, "RANKS_PATH", str(bad))
-    # Both are cached, so clear them or the good file's result would be reused.
+    # All three are cached, so clear them or the good file's result would be reused.
+    tk._ranks.cache_clear()
     tk.load_tiktoken.cache_clear()
     tk._vocab_and_merges.cache_clear()
     from gpt_scratch.errors import EnvironmentFault
@@ -127,5 +128,6 @@ def test_corrupt_ranks_file_raises(tmp_path, monkeypatch):
             tk.load_tiktoken()
     finally:
         # Nothing was cached (the calls raised), but be explicit for later tests.
+        tk._ranks.cache_clear()
         tk.load_tiktoken.cache_clear()
         tk._vocab_and_merges.cache_clear()

@@ -16,6 +16,7 @@ Accelerate recipe (prepare, accumulate, clip, step), with:
 
 from __future__ import annotations
 
+import codecs
 import copy
 import dataclasses
 import itertools
@@ -33,7 +34,7 @@ from ..errors import CheckpointError, ConfigError, GptScratchError, ModelFolderE
 from ..folder.card import SETTINGS_FILE, SUMMARY_FILE, write_model_card
 from ..folder.durable import environment_fault, remove_staging, staged_file, write_file
 from ..folder.model_folder import save_model_folder
-from ..tokenizer import EOT_ID, token_byte_lengths
+from ..tokenizer import EOT_ID, load_tiktoken, token_byte_lengths
 from .checkpoints import TrainState, list_checkpoints, resolve_resume, save_checkpoint
 from .config import TrainConfig, parse_config
 from .data import load_blocks
@@ -483,10 +484,6 @@ def write_validation_text(val, path):
     """The validation blocks' text, one JSON line per document, for outside evaluators (lm-evaluation-harness):
     the same tokens val_loss and val_bpb are computed on, decoded. Streamed a block at a time (an incremental UTF-8
     decoder joins characters split between tokens), so memory does not grow with the split or a document's length."""
-    import codecs
-
-    from ..tokenizer import load_tiktoken
-
     enc, utf8 = load_tiktoken(), codecs.getincrementaldecoder("utf-8")("replace")
     pieces = (piece for i in range(len(val)) for piece in _split_documents(val[i].tolist()))
     with staged_file(path) as f:
@@ -514,8 +511,6 @@ def _split_documents(ids):
 @torch.no_grad()
 def sample(model, n_tokens, device):
     """A sample continuing a newline, to see what the model learned."""
-    from ..tokenizer import load_tiktoken
-
     enc = load_tiktoken()
     model.eval()
     ids = torch.tensor([enc.encode_ordinary("\n")], device=device)
